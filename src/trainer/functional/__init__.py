@@ -1,0 +1,45 @@
+"""Explicit twins of ``torch.nn.functional``: same names, signatures and semantics.
+
+Every op here is a ``torch.autograd.Function`` whose backward is written out as tensor math;
+``import trainer.functional as F`` is the whole change a user makes.
+"""
+
+from ._util import ShapeError
+from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, tanh
+from .attention import scaled_dot_product_attention
+from .conv import conv1d, conv2d
+from .dropout import dropout
+from .embedding import embedding
+from .linear import linear
+from .loss import cross_entropy, mse_loss, nll_loss
+from .norm import batch_norm, layer_norm
+from .pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
+from .shape import flatten
+
+__all__ = [
+    "ShapeError",
+    "avg_pool1d",
+    "avg_pool2d",
+    "batch_norm",
+    "conv1d",
+    "conv2d",
+    "cross_entropy",
+    "dropout",
+    "embedding",
+    "flatten",
+    "gelu",
+    "layer_norm",
+    "leaky_relu",
+    "linear",
+    "log_softmax",
+    "max_pool1d",
+    "max_pool2d",
+    "mse_loss",
+    "nll_loss",
+    "relu",
+    "scaled_dot_product_attention",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "tanh",
+]

@@ -1,0 +1,94 @@
+"""Small helpers that several explicit rules share.
+
+Everything here is plain tensor code or plain Python; none of it builds autograd graph of its
+own, so calling it inside a Function's ``forward`` or ``backward`` keeps the graph explicit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+class ShapeError(RuntimeError, ValueError):
+    """Bad input for an explicit op: names the op, what it expected, and what it got.
+
+    It is both a ``RuntimeError`` (what torch raises for the same mistakes, so code written
+    against ``torch.nn.functional`` keeps catching it) and a ``ValueError``.
+    """
+
+
+def fail(op: str, expected: str, got: str) -> ShapeError:
+    """Build the one error format every op uses: ``op: expected X, got Y``."""
+    return ShapeError(f"{op}: expected {expected}, got {got}")
+
+
+def shape_str(t: torch.Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def check_float(op: str, name: str, t: torch.Tensor) -> None:
+    if not (t.is_floating_point() or t.is_complex()):
+        raise fail(op, f"{name} of a floating dtype", f"{name} of dtype {t.dtype}")
+
+
+def ntuple(op: str, name: str, value: int | Sequence[int], n: int) -> tuple[int, ...]:
+    """Expand an int or a length-1/length-n sequence to an n-tuple, as torch does."""
+    if isinstance(value, int):
+        return (value,) * n
+    value = tuple(int(v) for v in value)
+    if len(value) == 1:
+        return value * n
+    if len(value) != n:
+        raise fail(op, f"{name} as an int or a tuple of {n} ints", f"{name}={value}")
+    return value
+
+
+def sum_to_shape(grad: torch.Tensor, shape: torch.Size | Sequence[int]) -> torch.Tensor:
+    """Undo broadcasting: sum ``grad`` over the dims that broadcasting added or stretched.
+
+    If ``y = f(a)`` broadcast ``a`` of ``shape`` up to ``grad.shape``, then
+    ``∂L/∂a = Σ_{broadcast dims} ∂L/∂y``.
+    """
+    shape = tuple(shape)
+    if tuple(grad.shape) == shape:
+        return grad
+    lead = grad.dim() - len(shape)
+    dims = list(range(lead)) + [lead + i for i, s in enumerate(shape) if s == 1 and grad.shape[lead + i] != 1]
+    if dims:
+        grad = grad.sum(dim=dims, keepdim=True)
+    return grad.reshape(shape)
+
+
+def to_dtype(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Cast a saved tensor to the gradient's dtype (they differ under autocast)."""
+    if t is None or t.dtype == dtype:
+        return t
+    return t.to(dtype)
+
+
+def autocast_fp32(device_type: str, *tensors: torch.Tensor | None):
+    """Inside a forward, upcast low-precision inputs to float32 where autocast is on.
+
+    Ops on autocast's float32 list (losses, for instance) do this natively; doing it inside
+    ``forward`` keeps the cast out of the autograd graph.
+    """
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    return tuple(
+        t.float() if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+        for t in tensors
+    )
+
+
+def autocast_lower(device_type: str, *tensors: torch.Tensor | None):
+    """Inside a forward, cast float inputs to autocast's low-precision dtype, as autocast
+    does natively for matmul-like ops that it runs in that dtype."""
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.get_autocast_dtype(device_type)
+    return tuple(
+        t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+        for t in tensors
+    )

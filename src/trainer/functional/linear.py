@@ -1,0 +1,72 @@
+"""The affine map, with its gradient written out."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._util import fail, shape_str, sum_to_shape, to_dtype
+
+
+class Linear(torch.autograd.Function):
+    r"""y = x Wᵀ + b,   x: (*, in),  W: (out, in),  b: (out,)
+
+    Backward, with g = ∂L/∂y of shape (*, out), and rows = all leading dims flattened:
+        ∂L/∂x = g W                  (*, out) @ (out, in) -> (*, in)
+        ∂L/∂W = gᵀ x                 Σ_rows g[r]ᵀ x[r]    -> (out, in)
+        ∂L/∂b = Σ_rows g             -> (out,)
+    A 1-D weight (in,) gives y = x·w of shape (*), as in torch:
+        ∂L/∂x = g w,   ∂L/∂w = Σ_rows g x.
+
+    Saves: x (for ∂L/∂W) and W (for ∂L/∂x), each only when the other side needs a gradient.
+    The bias is not needed by any gradient, so it is not saved.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return torch.nn.functional.linear(input, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias = inputs
+        need_x, need_w, _ = ctx.needs_input_grad
+        ctx.save_for_backward(input if need_w else None, weight if need_x else None)
+        ctx.weight_shape = weight.shape
+        ctx.bias_shape = None if bias is None else bias.shape
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        input, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        grad_input = grad_weight = grad_bias = None
+        if len(ctx.weight_shape) == 1:
+            g = g.unsqueeze(-1)  # a 1-D weight is a (1, in) weight whose out dim was dropped
+        rows_g = g.reshape(-1, g.shape[-1])
+        if need_x:
+            w = to_dtype(weight, g.dtype).reshape(-1, ctx.weight_shape[-1])
+            grad_input = g.matmul(w)
+        if need_w:
+            rows_x = to_dtype(input, g.dtype).reshape(-1, input.shape[-1])
+            grad_weight = rows_g.t().matmul(rows_x).reshape(ctx.weight_shape)
+        if need_b and ctx.bias_shape is not None:
+            grad_bias = sum_to_shape(rows_g.sum(0), ctx.bias_shape)
+        return grad_input, grad_weight, grad_bias
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.linear`."""
+    in_features = weight.shape[-1]
+    if weight.dim() not in (1, 2):
+        raise fail("linear", "weight of shape (out, in) or (in,)", f"weight {shape_str(weight)}")
+    if input.dim() == 0 or input.shape[-1] != in_features:
+        raise fail(
+            "linear",
+            f"input of shape (*, {in_features}) for weight {shape_str(weight)}",
+            f"input {shape_str(input)}",
+        )
+    out_features = weight.shape[0] if weight.dim() == 2 else None
+    if bias is not None and out_features is not None and bias.numel() != out_features:
+        raise fail("linear", f"bias of shape ({out_features},)", f"bias {shape_str(bias)}")
+    return Linear.apply(input, weight, bias)
