@@ -1,0 +1,39 @@
+"""Explicit twins of ``torch.nn``: ``import trainer.nn as nn`` and build models as usual.
+
+Each layer subclasses its ``torch.nn`` namesake, so arguments, parameter names, initialization
+and ``state_dict`` are torch's own; only ``forward`` differs, running the hand-written rules of
+:mod:`trainer.functional`. Containers and ``init`` are torch's, re-exported.
+"""
+
+from torch.nn import (
+    Identity,
+    Module,
+    ModuleDict,
+    ModuleList,
+    Parameter,
+    ParameterDict,
+    ParameterList,
+    Sequential,
+    init,
+)
+
+from . import functional
+from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from .conv import Conv1d, Conv2d
+from .convert import TWINS, ConversionReport, convert
+from .dropout import Dropout
+from .embedding import Embedding
+from .flatten import Flatten
+from .linear import Linear
+from .loss import CrossEntropyLoss, MSELoss, NLLLoss
+from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
+from .pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+
+__all__ = [
+    "AvgPool1d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "ConversionReport", "Conv1d",
+    "Conv2d", "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "GELU", "Identity",
+    "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MSELoss", "MaxPool1d", "MaxPool2d",
+    "Module", "ModuleDict", "ModuleList", "NLLLoss", "Parameter", "ParameterDict",
+    "ParameterList", "ReLU", "Sequential", "SiLU", "Sigmoid", "Softmax", "TWINS", "Tanh",
+    "convert", "functional", "init",
+]

@@ -1,0 +1,112 @@
+"""Swap the ``torch.nn`` layers of an existing model for their explicit twins."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from . import activation, conv, dropout, embedding, flatten, linear, loss, norm, pool
+
+#: torch.nn class -> explicit twin. Each twin subclasses its torch.nn class and adds no state,
+#: so a converted module keeps its parameters, buffers, hooks and state_dict layout.
+TWINS: dict[type[torch.nn.Module], type[torch.nn.Module]] = {
+    torch.nn.Linear: linear.Linear,
+    torch.nn.Conv1d: conv.Conv1d,
+    torch.nn.Conv2d: conv.Conv2d,
+    torch.nn.MaxPool1d: pool.MaxPool1d,
+    torch.nn.MaxPool2d: pool.MaxPool2d,
+    torch.nn.AvgPool1d: pool.AvgPool1d,
+    torch.nn.AvgPool2d: pool.AvgPool2d,
+    torch.nn.ReLU: activation.ReLU,
+    torch.nn.LeakyReLU: activation.LeakyReLU,
+    torch.nn.GELU: activation.GELU,
+    torch.nn.SiLU: activation.SiLU,
+    torch.nn.Sigmoid: activation.Sigmoid,
+    torch.nn.Tanh: activation.Tanh,
+    torch.nn.Softmax: activation.Softmax,
+    torch.nn.LogSoftmax: activation.LogSoftmax,
+    torch.nn.Dropout: dropout.Dropout,
+    torch.nn.BatchNorm1d: norm.BatchNorm1d,
+    torch.nn.BatchNorm2d: norm.BatchNorm2d,
+    torch.nn.LayerNorm: norm.LayerNorm,
+    torch.nn.Embedding: embedding.Embedding,
+    torch.nn.Flatten: flatten.Flatten,
+    torch.nn.CrossEntropyLoss: loss.CrossEntropyLoss,
+    torch.nn.NLLLoss: loss.NLLLoss,
+    torch.nn.MSELoss: loss.MSELoss,
+}
+
+#: Modules that compute nothing differentiable of their own, so need no twin.
+_NOTHING_TO_CONVERT = (
+    torch.nn.Sequential,
+    torch.nn.ModuleList,
+    torch.nn.ModuleDict,
+    torch.nn.Identity,
+)
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert` did: module names (as in ``named_modules``) to class names."""
+
+    converted: dict[str, str] = field(default_factory=dict)
+    unconverted: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unconverted
+
+    def __str__(self) -> str:
+        lines = [f"converted {len(self.converted)} layer(s) to explicit twins"]
+        if self.unconverted:
+            lines.append(f"left {len(self.unconverted)} as they were (built-in autograd):")
+            lines += [f"  {name or '<root>'}: {why}" for name, why in self.unconverted.items()]
+        return "\n".join(lines)
+
+
+def _why_not(module: torch.nn.Module) -> str | None:
+    """Why a module of a supported class still can't be converted, if it can't."""
+    if isinstance(module, torch.nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
+        return f"{type(module).__name__} with padding_mode={module.padding_mode!r}"
+    return None
+
+
+def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = False
+            ) -> tuple[torch.nn.Module, ConversionReport]:
+    """Replace every supported ``torch.nn`` layer in ``model`` by its explicit twin.
+
+    The twins hold the very same values (parameters and buffers are carried over as they are),
+    so outputs are unchanged and ``state_dict`` moves both ways. Returns ``(model, report)``;
+    ``report.unconverted`` names each module left on built-in autograd: a class with no twin, or
+    a supported class in a configuration the explicit rule does not cover. With ``strict=True``
+    any such module raises ``ValueError`` instead. ``model`` is deep-copied unless ``inplace``.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
+    model = model if inplace else copy.deepcopy(model)
+    report = ConversionReport()
+    explicit = set(TWINS.values())
+    for name, module in model.named_modules():
+        cls = type(module)
+        if cls in explicit:
+            continue
+        twin = TWINS.get(cls)
+        reason = _why_not(module) if twin else None
+        if twin is not None and reason is None:
+            module.__class__ = twin  # a twin adds no state: this is the whole conversion
+            report.converted[name] = cls.__name__
+        elif twin is not None:
+            report.unconverted[name] = reason
+        elif not isinstance(module, _NOTHING_TO_CONVERT) and _computes_itself(module):
+            report.unconverted[name] = f"{cls.__module__}.{cls.__name__} has no explicit twin"
+    if strict and report.unconverted:
+        raise ValueError(f"convert(strict=True): {report}")
+    return model, report
+
+
+def _computes_itself(module: torch.nn.Module) -> bool:
+    """Leaves and modules owning parameters do their own math; plain containers of
+    submodules are trusted to only route data (their children are checked on their own)."""
+    return not any(True for _ in module.children()) or bool(module._parameters)
