@@ -1,17 +1,514 @@
-"""Placeholder: being written."""
+"""Max and average pooling, with their gradients written out.
+
+Both pools are computed on a 2-D window grid: a 1-D pool is the 2-D pool of a (1, L) plane with a
+(1, k) window, so one set of window-arithmetic helpers serves all four ops. A window is four
+(height, width) pairs: kernel, stride, padding, dilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as torch_F
+from torch import Tensor
+
+from ._util import fail, ntuple, shape_str, to_dtype
 
 
-def avg_pool1d(*args, **kwargs):
-    raise NotImplementedError("avg_pool1d")
+class Window(NamedTuple):
+    """The pooling window as (height, width) pairs; a 1-D pool has height 1."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
 
 
-def avg_pool2d(*args, **kwargs):
-    raise NotImplementedError("avg_pool2d")
+# --- window arithmetic, shared by the forward checks and both backward rules -----------------
 
 
-def max_pool1d(*args, **kwargs):
-    raise NotImplementedError("max_pool1d")
+def pooled_size(size: int, kernel: int, stride: int, padding: int, dilation: int,
+                ceil_mode: bool) -> int:
+    """How many windows fit along one dim (torch's ``pooling_output_shape``).
+
+    floor((size + 2·padding − dilation·(kernel − 1) − 1) / stride) + 1, rounded up instead in
+    ceil_mode, where the last window must still start inside the input or the left padding.
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    count = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (count - 1) * stride >= size + padding:
+        count -= 1
+    return count
 
 
-def max_pool2d(*args, **kwargs):
-    raise NotImplementedError("max_pool2d")
+def window_starts(count: int, stride: int, padding: int, device) -> Tensor:
+    """Input coordinate of each window's first tap: o·stride − padding (negative in padding)."""
+    return torch.arange(-padding, count * stride - padding, stride, device=device)
+
+
+def first_tap_index(in_hw, out_hw, window: Window, device) -> Tensor:
+    """Flat input index h0·W + w0 of each window's first tap, (OH, OW); it may lie in padding."""
+    (_, width), (out_h, out_w) = in_hw, out_hw
+    (stride_h, stride_w), (pad_h, pad_w) = window.stride, window.padding
+    if out_h == 1 and pad_h == 0:  # a single row of windows (every 1-D pool)
+        return window_starts(out_w, stride_w, pad_w, device)[None, :]
+    rows = torch.arange(-pad_h * width, (out_h * stride_h - pad_h) * width, stride_h * width,
+                        device=device)
+    return rows[:, None] + window_starts(out_w, stride_w, pad_w, device)
+
+
+def tap_offsets(window: Window, row_width: int) -> list[int]:
+    """Flat offset of tap (kh, kw) from its window's first tap, in planes ``row_width`` wide:
+    kh·dH·row_width + kw·dW, listed in window order (kh·kW + kw)."""
+    (kernel_h, kernel_w), _, _, (dilation_h, dilation_w) = window
+    return [kh * dilation_h * row_width + kw * dilation_w
+            for kh in range(kernel_h) for kw in range(kernel_w)]
+
+
+def window_hits_input(count: int, size: int, kernel: int, stride: int, padding: int,
+                      dilation: int) -> list[bool]:
+    """Whether each window along one dim has a tap inside the input (not only in padding)."""
+    return [
+        any(0 <= o * stride - padding + t * dilation < size for t in range(kernel))
+        for o in range(count)
+    ]
+
+
+def windows_off_input(in_hw, out_hw, window: Window) -> list[list[bool]] | None:
+    """(OH, OW) flags of windows whose every tap is padding, or None when there are none.
+
+    With padding ≤ kernel/2 that takes a dilation that jumps from the left padding past the
+    input; native max_pool returns −inf there with an out-of-range index.
+    """
+    if all(p == 0 or d == 1 for p, d in zip(window.padding, window.dilation)):
+        return None
+    hits = [window_hits_input(out_hw[d], in_hw[d], window.kernel[d], window.stride[d],
+                              window.padding[d], window.dilation[d]) for d in range(2)]
+    if all(hits[0]) and all(hits[1]):
+        return None
+    return [[not (h and w) for w in hits[1]] for h in hits[0]]
+
+
+def window_divisors(count: int, size: int, kernel: int, stride: int, padding: int,
+                    count_include_pad: bool) -> list[int]:
+    """Taps each average-pool window divides by along one dim.
+
+    A window [start, start + kernel) is first cut at the end of the right padding (ceil_mode's
+    last window may overhang it); without count_include_pad it is also cut to the input.
+    """
+    divisors = []
+    for o in range(count):
+        start = o * stride - padding
+        end = min(start + kernel, size + padding)
+        if not count_include_pad:
+            start, end = max(start, 0), min(end, size)
+        divisors.append(end - start)
+    return divisors
+
+
+def local_index_dtype(kernel_numel: int) -> torch.dtype:
+    """Smallest integer dtype that holds a window-local index 0..kernel_numel−1."""
+    if kernel_numel <= 256:
+        return torch.uint8
+    return torch.int16 if kernel_numel <= 2**15 else torch.int32
+
+
+def _spatial(shape, spatial_dims: int) -> tuple[int, int]:
+    """(H, W) of a (…, H, W) shape, or (1, L) of a (…, L) shape."""
+    return (1, shape[-1]) if spatial_dims == 1 else (shape[-2], shape[-1])
+
+
+# --- max pool --------------------------------------------------------------------------------
+
+
+def flat_to_local_argmax(indices: Tensor, in_hw, out_hw, window: Window, spatial_dims: int,
+                         overwrite: bool = False) -> Tensor:
+    """Native flat argmax (ih·W + iw per plane) -> window-local argmax kh·kW + kw, small dtype.
+
+    rel = (ih − h0)·R + (iw − w0) names a tap uniquely when rows are R ≥ (kW−1)·dW + 1 wide.
+    R = W gives rel = flat − (h0·W + w0) in one subtraction, and a lookup table maps rel to
+    kh·kW + kw. Only a window wider than the input (wide dilation plus padding) needs R ≠ W.
+    ``overwrite`` lets the subtraction reuse ``indices``' memory.
+    """
+    (_, width), (kernel_h, kernel_w), device = in_hw, window.kernel, indices.device
+    span_w = (kernel_w - 1) * window.dilation[1] + 1
+    if kernel_h == 1 or span_w <= width:
+        row_width = width
+        first_tap = first_tap_index(in_hw, out_hw, window, device)
+        first_tap = first_tap.reshape(out_hw[2 - spatial_dims:])
+        rel = indices.sub_(first_tap) if overwrite else indices - first_tap
+    else:
+        row_width = span_w
+        starts_h = window_starts(out_hw[0], window.stride[0], window.padding[0], device)
+        starts_w = window_starts(out_hw[1], window.stride[1], window.padding[1], device)
+        rows = indices.div(width, rounding_mode="floor")
+        rel = (rows - starts_h[:, None]) * row_width + (indices - rows * width - starts_w)
+    offsets = tap_offsets(window, row_width)
+    if windows_off_input(in_hw, out_hw, window) is not None:
+        rel = rel.clamp(0, offsets[-1])  # all-padding windows: native's index is arbitrary
+    dtype = local_index_dtype(len(offsets))
+    if offsets == list(range(len(offsets))):  # consecutive taps (1-D, no dilation): rel is it
+        return rel.to(dtype)
+    table = [0] * (offsets[-1] + 1)
+    for tap, offset in enumerate(offsets):
+        table[offset] = tap
+    lookup = torch.tensor(table, dtype=dtype, device=device)
+    return lookup.index_select(0, rel.reshape(-1)).reshape(rel.shape)
+
+
+def _max_pool_forward(input, window: Window, ceil_mode, return_indices, track, spatial_dims):
+    if spatial_dims == 1:
+        k, s, p, d = (v[1] for v in window)
+        out, indices = torch_F.max_pool1d(input, k, s, p, d, ceil_mode, return_indices=True)
+    else:
+        out, indices = torch_F.max_pool2d(input, *window, ceil_mode, return_indices=True)
+    if track:
+        in_hw, out_hw = _spatial(input.shape, spatial_dims), _spatial(out.shape, spatial_dims)
+        local = flat_to_local_argmax(indices, in_hw, out_hw, window, spatial_dims,
+                                     overwrite=not return_indices)
+    else:  # no gradient will be asked for: skip the conversion
+        local = torch.empty(0, dtype=torch.uint8, device=input.device)
+    return (out, local, indices) if return_indices else (out, local)
+
+
+def _max_pool_setup_context(ctx, inputs, outputs):
+    input, window = inputs[0], inputs[1]
+    ctx.mark_non_differentiable(*outputs[1:])
+    ctx.save_for_backward(outputs[1] if ctx.needs_input_grad[0] else None)
+    ctx.input_shape = tuple(input.shape)
+    ctx.output_shape = tuple(outputs[0].shape)
+    ctx.window = window
+
+
+def _max_pool_backward(ctx, g: Tensor, spatial_dims: int) -> Tensor | None:
+    (local,) = ctx.saved_tensors
+    if local is None:
+        return None
+    in_hw = _spatial(ctx.input_shape, spatial_dims)
+    out_hw = _spatial(ctx.output_shape, spatial_dims)
+    lead, out_numel = ctx.input_shape[:-spatial_dims], out_hw[0] * out_hw[1]
+    # flat input position of each output's winner: h0·W + w0 + the offset of its local tap
+    first_tap = first_tap_index(in_hw, out_hw, ctx.window, g.device).reshape(out_numel)
+    offsets = tap_offsets(ctx.window, in_hw[1])
+    if offsets == list(range(len(offsets))):  # consecutive taps: the offset is the local index
+        positions = local.reshape(*lead, out_numel).long()
+    else:  # index_select is CPU's fast gather, and takes int32 indices
+        taps = torch.tensor(offsets, device=g.device)
+        positions = taps.index_select(0, local.reshape(-1).int()).reshape(*lead, out_numel)
+    positions.add_(first_tap)  # in place: one int64 buffer, not two
+    g_rows = g.reshape(*lead, out_numel)
+    off_input = windows_off_input(in_hw, out_hw, ctx.window)
+    if off_input is not None:  # an all-padding window took no input value: no gradient
+        off = torch.tensor(off_input, dtype=torch.bool, device=g.device).reshape(out_numel)
+        g_rows = torch.where(off, 0.0, g_rows)
+        positions = positions.clamp(0, in_hw[0] * in_hw[1] - 1)
+    # in place into a fresh g.new_zeros (batched under vmap, unlike torch.zeros): this skips
+    # the clone that out-of-place scatter_add makes
+    grad = g.new_zeros(*lead, in_hw[0] * in_hw[1]).scatter_add_(-1, positions, g_rows)
+    return grad.reshape(ctx.input_shape)
+
+
+class MaxPool2d(torch.autograd.Function):
+    r"""y[n,c,i,j] = max over taps (kh, kw) of x[n,c, i·sH − pH + kh·dH, j·sW − pW + kw·dW]
+    (taps in the −∞ padding never win). a[n,c,i,j] = kh·kW + kw of the first maximal tap.
+
+    Backward, with g = ∂L/∂y: each output's gradient flows to its one winning input element,
+    and overlapping windows add up:
+        ∂L/∂x[n,c,h,w] = Σ_{i,j : pos(i,j,a[n,c,i,j]) = (h,w)} g[n,c,i,j]
+        pos(i, j, a) = (i·sH − pH + (a // kW)·dH,  j·sW − pW + (a % kW)·dW)
+    computed as a scatter_add of g into zeros at those flat positions (its own gradient with
+    respect to g is a gather, so double backward works).
+
+    Saves: only the window-local argmax a, as uint8 (int16/int32 for windows over 256 taps),
+    because the position of the winner is all ∂L/∂x needs; neither x nor native's int64 flat
+    indices are kept. With return_indices=True the int64 indices are returned, not saved.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, window: Window, ceil_mode: bool, return_indices: bool,
+                track: bool):
+        return _max_pool_forward(input, window, ceil_mode, return_indices, track, 2)
+
+    @staticmethod
+    def setup_context(ctx, inputs, outputs):
+        _max_pool_setup_context(ctx, inputs, outputs)
+
+    @staticmethod
+    def backward(ctx, g: Tensor, *_non_differentiable):
+        return _max_pool_backward(ctx, g, 2), None, None, None, None
+
+
+class MaxPool1d(torch.autograd.Function):
+    r"""y[n,c,j] = max over taps k of x[n,c, j·s − p + k·d] (−∞ padding never wins);
+    a[n,c,j] = k of the first maximal tap.
+
+    Backward, with g = ∂L/∂y:
+        ∂L/∂x[n,c,l] = Σ_{j : j·s − p + a[n,c,j]·d = l} g[n,c,j]
+    a scatter_add of g into zeros (double backward: its gradient with respect to g is a gather).
+
+    Saves: only the window-local argmax a as uint8 (int16/int32 beyond 256 taps); neither x nor
+    native's int64 indices.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, window: Window, ceil_mode: bool, return_indices: bool,
+                track: bool):
+        return _max_pool_forward(input, window, ceil_mode, return_indices, track, 1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, outputs):
+        _max_pool_setup_context(ctx, inputs, outputs)
+
+    @staticmethod
+    def backward(ctx, g: Tensor, *_non_differentiable):
+        return _max_pool_backward(ctx, g, 1), None, None, None, None
+
+
+# --- average pool ----------------------------------------------------------------------------
+
+
+def spread_over_windows(values: Tensor, dim: int, size: int, kernel: int, stride: int,
+                        padding: int) -> Tensor:
+    """Adjoint of summing windows along ``dim`` (−1 or −2), onto an input dim of ``size``:
+    out[t] = Σ_{o : window o covers t} values[o].
+
+    Taps first..first+m−1 (m ≤ stride) of all windows land on disjoint positions
+    o·stride − padding + first + r, so each such group is one expand + flatten, shifted into
+    place by a (possibly cropping) pad; the ceil(kernel / stride) groups are added up.
+    """
+    if kernel == 1 and stride == 1 and padding == 0:
+        return values  # identity: the height of a 1-D pool
+    count = values.shape[dim]
+    total = None
+    for first in range(0, kernel, stride):
+        taps = min(stride, kernel - first)
+        ends = (first - padding, size + padding - first - count * stride)
+        if dim == -1:  # (…, O) -> (…, O, taps) -> (…, O·stride)
+            group = values.unsqueeze(-1).expand(*values.shape, taps)
+            gap, shift = (0, stride - taps), ends
+        else:  # (…, O, W) -> (…, O, taps, W) -> (…, O·stride, W)
+            group = values.unsqueeze(-2).expand(*values.shape[:-1], taps, values.shape[-1])
+            gap, shift = (0, 0, 0, stride - taps), (0, 0, *ends)
+        if taps < stride:  # stride > kernel: positions between windows get nothing
+            group = torch_F.pad(group, gap)
+        group = group.flatten(-3, -2) if dim == -2 else group.flatten(-2)
+        if any(shift):
+            group = torch_F.pad(group, shift)
+        total = group if total is None else total + group
+    return total
+
+
+def _avg_pool_setup_context(ctx, inputs, output):
+    input, window, _, count_include_pad, divisor_override = inputs
+    ctx.input_shape = tuple(input.shape)
+    ctx.output_shape = tuple(output.shape)
+    ctx.window = window
+    ctx.count_include_pad = count_include_pad
+    ctx.divisor_override = divisor_override
+
+
+def _avg_pool_backward(ctx, g: Tensor, spatial_dims: int) -> Tensor:
+    in_hw = _spatial(ctx.input_shape, spatial_dims)
+    out_hw = _spatial(ctx.output_shape, spatial_dims)
+    lead = ctx.input_shape[:-spatial_dims]
+    (kernel_h, kernel_w), (stride_h, stride_w), (pad_h, pad_w), _ = ctx.window
+    if ctx.divisor_override is not None:
+        divisor: float | Tensor = float(ctx.divisor_override)
+    else:
+        per_dim = [window_divisors(out_hw[d], in_hw[d], ctx.window.kernel[d], ctx.window.stride[d],
+                                   ctx.window.padding[d], ctx.count_include_pad) for d in range(2)]
+        if len(set(per_dim[0])) == 1 and len(set(per_dim[1])) == 1:
+            divisor = float(per_dim[0][0] * per_dim[1][0])
+        else:  # windows cut by padding or by ceil_mode divide by fewer taps
+            exact = torch.promote_types(g.dtype, torch.float32)  # bf16 can't hold 17·17 = 289
+            rows, cols = (torch.tensor(d, dtype=exact, device=g.device) for d in per_dim)
+            divisor = (rows[:, None] * cols[None, :]).reshape(out_hw[-spatial_dims:])
+    share = to_dtype(g / divisor, g.dtype).reshape(*lead, *out_hw)
+    if (stride_h, stride_w) == (kernel_h, kernel_w):
+        # windows tile the plane: each output's share fills its own kH×kW block, in one copy
+        blocks = share[..., :, None, :, None].expand(*lead, out_hw[0], kernel_h, out_hw[1],
+                                                     kernel_w)
+        spread = blocks.reshape(*lead, out_hw[0] * kernel_h, out_hw[1] * kernel_w)
+        crop = (-pad_w, in_hw[1] + pad_w - spread.shape[-1],
+                -pad_h, in_hw[0] + pad_h - spread.shape[-2])
+        if any(crop):  # drop the padding and ceil_mode's overhang; zero-fill unreached rows
+            spread = torch_F.pad(spread, crop)
+    else:  # the ones kernel is rank one: spread along W, then along H
+        spread = spread_over_windows(share, -1, in_hw[1], kernel_w, stride_w, pad_w)
+        spread = spread_over_windows(spread, -2, in_hw[0], kernel_h, stride_h, pad_h)
+    return spread.reshape(ctx.input_shape)
+
+
+class AvgPool2d(torch.autograd.Function):
+    r"""y[n,c,i,j] = (1 / D[i,j]) Σ_{kh,kw} x[n,c, i·sH − pH + kh, j·sW − pW + kw]
+    (padding reads as 0). D[i,j] = divisor_override, or the window's taps inside the padded
+    input (count_include_pad) or inside the input alone (not count_include_pad).
+
+    Backward, with g = ∂L/∂y: every tap of window (i, j) gets g[i,j] / D[i,j]:
+        ∂L/∂x[n,c,h,w] = Σ_{(i,j) whose window covers (h,w)} g[n,c,i,j] / D[i,j]
+    i.e. a transposed convolution of g / D with a ones kH×kW kernel, cropped to x. The ones
+    kernel is rank one, so it runs as a spread along W then along H, each ceil(k/s) interleaved
+    expand-and-pad copies (one block copy when the windows tile).
+
+    Saves: nothing; D is recomputed from the shapes and the options.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, window: Window, ceil_mode: bool, count_include_pad: bool,
+                divisor_override: int | None) -> Tensor:
+        return torch_F.avg_pool2d(input, window.kernel, window.stride, window.padding, ceil_mode,
+                                  count_include_pad, divisor_override)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _avg_pool_setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        return _avg_pool_backward(ctx, g, 2), None, None, None, None
+
+
+class AvgPool1d(torch.autograd.Function):
+    r"""y[n,c,j] = (1 / D[j]) Σ_k x[n,c, j·s − p + k]  (padding reads as 0), with D[j] the
+    window's taps inside the padded input (count_include_pad) or inside the input alone.
+
+    Backward, with g = ∂L/∂y:
+        ∂L/∂x[n,c,l] = Σ_{j whose window covers l} g[n,c,j] / D[j]
+    a ones-kernel transposed convolution of g / D, as ceil(k/s) interleaved expand-and-pad
+    copies (one block copy when the windows tile).
+
+    Saves: nothing; D is recomputed from the shapes and the options.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, window: Window, ceil_mode: bool, count_include_pad: bool,
+                divisor_override: None) -> Tensor:
+        k, s, p, _ = (v[1] for v in window)
+        return torch_F.avg_pool1d(input, k, s, p, ceil_mode, count_include_pad)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _avg_pool_setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        return _avg_pool_backward(ctx, g, 1), None, None, None, None
+
+
+# --- argument checks, as torch makes them ----------------------------------------------------
+
+
+def _pool_window(op: str, input: Tensor, spatial_dims: int, kernel_size, stride, padding,
+                 dilation, ceil_mode: bool) -> Window:
+    """Validate the input and options as torch does and return the window as (H, W) pairs."""
+    if input.dim() not in (spatial_dims + 1, spatial_dims + 2):
+        names = "(C, L) or (N, C, L)" if spatial_dims == 1 else "(C, H, W) or (N, C, H, W)"
+        raise fail(op, f"input of shape {names}", f"input {shape_str(input)}")
+    non_batch = input.shape[-(spatial_dims + 1):]
+    if 0 in non_batch:
+        raise fail(op, "non-zero channel and spatial sizes (only the batch may be 0)",
+                   f"input {shape_str(input)}")
+    kernel = ntuple(op, "kernel_size", kernel_size, spatial_dims)
+    if stride is None or (not isinstance(stride, int) and len(stride) == 0):
+        strides = kernel
+    else:
+        strides = ntuple(op, "stride", stride, spatial_dims)
+    pads = ntuple(op, "padding", padding, spatial_dims)
+    dilations = ntuple(op, "dilation", dilation, spatial_dims)
+    for name, values in (("kernel_size", kernel), ("stride", strides), ("dilation", dilations)):
+        if min(values) <= 0:
+            raise fail(op, f"{name} > 0", f"{name}={values}")
+    if min(pads) < 0 or any(p > k // 2 for p, k in zip(pads, kernel)):
+        raise fail(op, f"0 <= padding <= kernel_size // 2 = {tuple(k // 2 for k in kernel)}",
+                   f"padding={pads}")
+    spatial = tuple(input.shape[-spatial_dims:])
+    out = tuple(pooled_size(*args, ceil_mode) for args in zip(spatial, kernel, strides, pads,
+                                                                dilations))
+    if min(out) < 1:
+        raise fail(op, f"kernel_size={kernel} (dilation={dilations}) to fit the input "
+                       f"{shape_str(input)} padded by {pads}",
+                   f"an output of spatial size {out}")
+    if spatial_dims == 1:
+        return Window((1, *kernel), (1, *strides), (0, *pads), (1, *dilations))
+    return Window(kernel, strides, pads, dilations)
+
+
+def _tracks_grad(input: Tensor) -> bool:
+    return torch.is_grad_enabled() and input.requires_grad
+
+
+# --- public ops ------------------------------------------------------------------------------
+
+
+def max_pool1d(
+    input: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """Explicit twin of :func:`torch.nn.functional.max_pool1d`."""
+    window = _pool_window("max_pool1d", input, 1, kernel_size, stride, padding, dilation,
+                          ceil_mode)
+    outputs = MaxPool1d.apply(input, window, bool(ceil_mode), bool(return_indices),
+                              _tracks_grad(input))
+    return (outputs[0], outputs[2]) if return_indices else outputs[0]
+
+
+def max_pool2d(
+    input: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    ceil_mode: bool = False,
+    return_indices: bool = False,
+):
+    """Explicit twin of :func:`torch.nn.functional.max_pool2d`."""
+    window = _pool_window("max_pool2d", input, 2, kernel_size, stride, padding, dilation,
+                          ceil_mode)
+    outputs = MaxPool2d.apply(input, window, bool(ceil_mode), bool(return_indices),
+                              _tracks_grad(input))
+    return (outputs[0], outputs[2]) if return_indices else outputs[0]
+
+
+def avg_pool1d(
+    input: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.avg_pool1d`."""
+    window = _pool_window("avg_pool1d", input, 1, kernel_size, stride, padding, 1, ceil_mode)
+    return AvgPool1d.apply(input, window, bool(ceil_mode), bool(count_include_pad), None)
+
+
+def avg_pool2d(
+    input: Tensor,
+    kernel_size: int | Sequence[int],
+    stride: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+    ceil_mode: bool = False,
+    count_include_pad: bool = True,
+    divisor_override: int | None = None,
+) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.avg_pool2d`."""
+    window = _pool_window("avg_pool2d", input, 2, kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override is not None and divisor_override == 0:
+        raise fail("avg_pool2d", "divisor_override != 0", "divisor_override=0")
+    return AvgPool2d.apply(input, window, bool(ceil_mode), bool(count_include_pad),
+                           divisor_override)
