@@ -84,6 +84,7 @@ def assert_matches_reference(
     atol: float | None = None,
     contiguous_grad: bool = False,
     check_grads: bool = True,
+    equal_nan: bool = False,
 ) -> None:
     """``op(*inputs)`` equals ``reference(*inputs)`` in value, and so do the gradients of every
     input that requires grad (driven by the same random, by default non-contiguous, grad_output).
@@ -97,7 +98,8 @@ def assert_matches_reference(
         assert a.dtype == b.dtype, f"output {i}: dtype {a.dtype} != {b.dtype}"
         tol = _tol(a.dtype, rtol, atol)
         if a.is_floating_point():
-            torch.testing.assert_close(a, b, **tol, msg=lambda m: f"output {i}: {m}")
+            torch.testing.assert_close(a, b, **tol, equal_nan=equal_nan,
+                                       msg=lambda m: f"output {i}: {m}")
         else:
             assert torch.equal(a, b), f"output {i}: integer outputs differ"
     if not check_grads:
@@ -118,7 +120,8 @@ def assert_matches_reference(
             continue
         assert a is not None, f"grad {i}: ours is None, the reference's is not"
         assert a.dtype == b.dtype, f"grad {i}: dtype {a.dtype} != {b.dtype}"
-        torch.testing.assert_close(a, b, **_tol(a.dtype, rtol, atol), msg=lambda m: f"grad {i}: {m}")
+        torch.testing.assert_close(a, b, **_tol(a.dtype, rtol, atol), equal_nan=equal_nan,
+                                   msg=lambda m: f"grad {i}: {m}")
 
 
 def _tol(dtype: torch.dtype, rtol: float | None, atol: float | None) -> dict:
