@@ -15,6 +15,7 @@ from .attention import scaled_dot_product_attention
 from .conv import conv1d, conv2d
 from .dropout import dropout
 from .embedding import embedding
+from .fused import linear_cross_entropy
 from .linear import linear
 from .loss import cross_entropy, mse_loss, nll_loss
 from .norm import batch_norm, layer_norm
@@ -36,6 +37,7 @@ __all__ = [
     "layer_norm",
     "leaky_relu",
     "linear",
+    "linear_cross_entropy",
     "log_softmax",
     "max_pool1d",
     "max_pool2d",

@@ -24,6 +24,7 @@ from .convert import TWINS, ConversionReport, convert
 from .dropout import Dropout
 from .embedding import Embedding
 from .flatten import Flatten
+from .fused import LinearCrossEntropy
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
@@ -32,7 +33,8 @@ from .pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 __all__ = [
     "AvgPool1d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "ConversionReport", "Conv1d",
     "Conv2d", "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "GELU", "Identity",
-    "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MSELoss", "MaxPool1d", "MaxPool2d",
+    "LayerNorm", "LeakyReLU", "Linear", "LinearCrossEntropy", "LogSoftmax", "MSELoss",
+    "MaxPool1d", "MaxPool2d",
     "Module", "ModuleDict", "ModuleList", "NLLLoss", "Parameter", "ParameterDict",
     "ParameterList", "ReLU", "Sequential", "SiLU", "Sigmoid", "Softmax", "TWINS", "Tanh",
     "convert", "functional", "init",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import activation, conv, dropout, embedding, flatten, linear, loss, norm, pool
+from . import activation, conv, dropout, embedding, flatten, fused, linear, loss, norm, pool
 
 #: torch.nn class -> explicit twin. Each twin subclasses its torch.nn class and adds no state,
 #: so a converted module keeps its parameters, buffers, hooks and state_dict layout.
@@ -87,7 +87,7 @@ def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = Fal
         raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
     model = model if inplace else copy.deepcopy(model)
     report = ConversionReport()
-    explicit = set(TWINS.values())
+    explicit = set(TWINS.values()) | {fused.LinearCrossEntropy}
     for name, module in model.named_modules():
         cls = type(module)
         if cls in explicit:

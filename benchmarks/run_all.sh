@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every benchmark whose numbers benchmarks/README.md shows, one after the other (never two at
+# once: they would time each other), each output saved to OUT_DIR/<name>.txt.
+#   benchmarks/run_all.sh [OUT_DIR] [extra flags for every script, e.g. --threads 1]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-/tmp/benchmarks-$(date +%Y%m%d-%H%M%S)}"
+shift || true
+mkdir -p "$out"
+run() {
+    local name=$1
+    shift
+    echo "== python -m $* $EXTRA" | tee "$out/$name.txt"
+    python -m "$@" $EXTRA 2>&1 | grep -v 'it/s' | tee -a "$out/$name.txt"
+}
+EXTRA="$*"
+run layers benchmarks.layers
+run models benchmarks.models --breakdown
+run linear_limit benchmarks.linear_limit
+run fused_ce benchmarks.fused_ce
+run lightning_tax_defaults benchmarks.lightning_tax
+run lightning_tax_fashion_cnn benchmarks.lightning_tax data=fashion_mnist model=cnn \
+    trainer.limit_train_batches=40
+echo "outputs in $out"
