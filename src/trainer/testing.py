@@ -146,18 +146,22 @@ def assert_gradcheck(op: Op, *inputs: object, gradgrad: bool = True, **kwargs) -
         assert torch.autograd.gradgradcheck(first_tensor_outputs, inputs, **kwargs)
 
 
-def _is_explicit(node) -> bool:
+def _is_explicit(node, allow: tuple[type, ...]) -> bool:
     cls = getattr(type(node), "_forward_cls", None)
-    return cls is not None and cls.__module__.startswith("trainer.")
+    return cls is not None and (cls.__module__.startswith("trainer.") or issubclass(cls, allow))
 
 
-def assert_explicit_graph(output: object, stop_at: Iterable[Tensor] = ()) -> int:
+def assert_explicit_graph(
+    output: object, stop_at: Iterable[Tensor] = (), allow: Iterable[type] = ()
+) -> int:
     """Every autograd node between ``output`` and the leaves is one of the project's Functions.
 
     Walks ``grad_fn.next_functions``; a built-in node (a reshape, a broadcast, a cast that
     autograd recorded around the Function) fails the check. ``stop_at`` names non-leaf inputs
-    whose own history is not under test. Returns how many nodes were visited.
+    whose own history is not under test; ``allow`` adds your own Function classes to the
+    project's. Returns how many nodes were visited.
     """
+    allow = tuple(allow)
     stops = {t.grad_fn for t in stop_at if isinstance(t, Tensor) and t.grad_fn is not None}
     roots = [t.grad_fn for t in _diff_outputs(output)]
     assert roots, "no differentiable output to walk"
@@ -170,7 +174,7 @@ def assert_explicit_graph(output: object, stop_at: Iterable[Tensor] = ()) -> int
         visited += 1
         if type(node).__name__ == "AccumulateGrad":
             continue
-        assert _is_explicit(node), f"built-in autograd node {type(node).__name__} in the graph"
+        assert _is_explicit(node, allow), f"built-in autograd node {type(node).__name__} in the graph"
         stack.extend(nxt for nxt, _ in node.next_functions)
     return visited
 
