@@ -92,6 +92,27 @@ def test_cross_entropy_class_targets_match_torch(shape_x, shape_t, dtype):
     testing.assert_matches_reference(ours, ref, noncontig, target, contiguous_grad=True)
 
 
+@pytest.mark.parametrize("shape", [(256, 10), (128, 5), (100, 15), (64, 16), (8, 10)])
+def test_cross_entropy_short_float32_rows_match_torch(shape):
+    """float32 (N, C) logits with rows shorter than a SIMD vector take our own log-softmax
+    (torch's kernel has a slow scalar path there): values and gradients as torch, -inf logits
+    included, for class-index and probability targets and every reduction."""
+    n, n_classes = shape
+    x = torch.randn(shape) * 5
+    x[0, 1] = -float("inf")  # a masked logit: probability 0, gradient 0
+    x.requires_grad_()
+    target = class_target((n,), n_classes=n_classes)
+    target[0] = 0
+    probs = torch.softmax(torch.randn(shape), 1)
+    for reduction, smoothing in itertools.product(REDUCTIONS, [0.0, 0.1]):
+        ours, ref = both("cross_entropy", reduction=reduction, label_smoothing=smoothing)
+        testing.assert_matches_reference(ours, ref, x, target)
+        if smoothing == 0.0:  # (smoothing spreads weight onto the -inf logit: inf, as torch)
+            testing.assert_matches_reference(ours, ref, x, probs)
+        strided = testing.non_contiguous(x.detach()).requires_grad_()
+        testing.assert_matches_reference(ours, ref, strided, target)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("shape", [(C,), (4, C), (2, C, 3), (2, C, 2, 2)])
 def test_cross_entropy_probability_targets_match_torch(shape, dtype):

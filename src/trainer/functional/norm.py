@@ -28,6 +28,22 @@ def _centered_stats(x: Tensor, dims: list[int], eps: float) -> tuple[Tensor, Ten
     return mean, (var + eps).rsqrt()
 
 
+def _channel_sum_fn(g: Tensor):
+    """Σ over every dim but the channel dim 1, the fastest way for g's layout on CPU.
+
+    (N, C): a matrix-vector product with ones reads the rows once, ~2x faster than sum(0).
+    Contiguous (N, C, *): a sum over dims 0 and 2 of its (N, C, ∏*) view, ~1.5x faster than
+    the same sum over dims (0, 2, 3, …). Under autocast a matmul would run in low precision,
+    so there the plain reduction is used.
+    """
+    if g.dim() == 2 and not torch.is_autocast_enabled(g.device.type):
+        ones = g.new_ones(g.shape[0])
+        return lambda t: torch.mv(t.t(), ones)
+    dims = [0, *range(2, g.dim())]
+    return lambda t: (t.view(t.shape[0], t.shape[1], -1).sum([0, 2]) if t.is_contiguous()
+                      else t.sum(dims))
+
+
 def _column_sum(rows: Tensor, weights: Tensor | None, use_matmul: bool) -> Tensor:
     """Σ_r weights[r]·rows[r] of a 2-D (R, D) tensor (plain Σ_r when weights is None).
 
@@ -38,7 +54,7 @@ def _column_sum(rows: Tensor, weights: Tensor | None, use_matmul: bool) -> Tenso
         return (rows if weights is None else rows * weights.reshape(-1, 1)).sum(0)
     if weights is None:
         weights = rows.new_ones(rows.shape[0])
-    return weights.reshape(-1).matmul(rows)
+    return torch.mv(rows.t(), weights.view(-1))
 
 
 def _row_sum(rows: Tensor, weights: Tensor | None, use_matmul: bool) -> Tensor:
@@ -47,7 +63,7 @@ def _row_sum(rows: Tensor, weights: Tensor | None, use_matmul: bool) -> Tensor:
         return rows.sum(1, keepdim=True)
     if not use_matmul:
         return (rows * weights).sum(1, keepdim=True)
-    return rows.mm(weights.reshape(-1, 1))
+    return torch.mv(rows, weights).view(-1, 1)
 
 
 class BatchNorm(torch.autograd.Function):
@@ -111,7 +127,8 @@ class BatchNorm(torch.autograd.Function):
         )
         ctx.training, ctx.eps = training, eps
         ctx.has_weight = weight is not None
-        ctx.input_shape = input.shape
+        ctx.input_shape = shape = input.shape
+        ctx.per_channel = (1, shape[1]) + (1,) * (len(shape) - 2)  # a (C,) vector's view
 
     @staticmethod
     def backward(ctx, g: Tensor | None, _grad_mean, _grad_rstd):
@@ -120,53 +137,77 @@ class BatchNorm(torch.autograd.Function):
         x, mean, rstd, weight = ctx.saved_tensors
         need_x, _, _, need_w, need_b = ctx.needs_input_grad[:5]
         need_w = need_w and ctx.has_weight
-        shape, training = ctx.input_shape, ctx.training
+        shape, per_channel = ctx.input_shape, ctx.per_channel
         channels = shape[1]
         if g.numel() == 0:  # empty batch: every sum is over nothing
             return (g.new_zeros(shape) if need_x else None, None, None,
                     g.new_zeros(channels) if need_w else None,
                     g.new_zeros(channels) if need_b else None, None, None, None)
-        dims = [0, *range(2, len(shape))]
-        per_channel = (1, channels) + (1,) * (len(shape) - 2)
         dtype = _opmath(g.dtype)
         g, x = to_dtype(g, dtype), to_dtype(x, dtype)
-        building_graph = torch.is_grad_enabled()
-        use_matmul = len(shape) == 2 and not torch.is_autocast_enabled(g.device.type)
+        if torch.is_grad_enabled():  # building a graph: out of place, μ and rstd from x
+            grad_input, grad_weight, grad_bias = BatchNorm._graph_backward(
+                ctx, g, x, mean, rstd, weight, need_x, need_w, need_b)
+            return grad_input, None, None, grad_weight, grad_bias, None, None, None
 
-        def channel_sum(t: Tensor) -> Tensor:
-            return _column_sum(t, None, use_matmul) if len(shape) == 2 else t.sum(dims)
+        training = ctx.training
+        channel_sum = _channel_sum_fn(g)
+        grad_input = grad_weight = None
+        sum_g = channel_sum(g) if need_b or (need_x and training) else None
+        if rstd is not None:
+            rstd = to_dtype(rstd, dtype)
+        sum_g_xhat = buffer = None
+        if need_w or (need_x and training):  # the one full-size buffer: g·(x − μ), then ∂L/∂x
+            mean = to_dtype(mean, dtype).view(per_channel)
+            buffer = torch.sub(x, mean).mul_(g)
+            sum_g_xhat = channel_sum(buffer).mul_(rstd)  # Σ g·x̂ = rstd·Σ g·(x − μ)
+            grad_weight = sum_g_xhat if need_w else None
+        if need_x:
+            a = rstd if weight is None else rstd * to_dtype(weight, dtype)  # γ·rstd, (C,)
+            if not training:  # μ, rstd are constants: a per-channel scale
+                grad_input = g * a.view(per_channel)
+            else:  # a·g + b·(x − μ) + c, per-channel a, b, c
+                coef = a * (-1.0 / (g.numel() // channels))  # −γ·rstd/m
+                b = (coef * rstd).mul_(sum_g_xhat)  # −γ·rstd²·Σ(g·x̂)/m
+                c = coef * sum_g  # −γ·rstd·Σg/m
+                grad_input = torch.sub(x, mean, out=buffer)
+                if len(shape) == 2:  # channels are the contiguous dim: one fused pass
+                    torch.addcmul(c, grad_input, b, out=grad_input)
+                else:  # (addcmul with two per-channel operands takes a slow, scalar loop)
+                    grad_input.mul_(b.view(per_channel)).add_(c.view(per_channel))
+                grad_input.addcmul_(g, a.view(per_channel))
+        return grad_input, None, None, grad_weight, sum_g if need_b else None, None, None, None
 
-        if training and building_graph and x is not None:
+    @staticmethod
+    def _graph_backward(ctx, g, x, mean, rstd, weight, need_x, need_w, need_b):
+        """The same gradients with out-of-place ops, and in training μ and rstd recomputed
+        from x, so that autograd can differentiate them (double backward)."""
+        shape, per_channel, training = ctx.input_shape, ctx.per_channel, ctx.training
+        dims = [0, *range(2, len(shape))]
+        dtype = g.dtype
+        if training and x is not None:
             mean, rstd = _centered_stats(x, dims, ctx.eps)
         elif rstd is not None:
             rstd = to_dtype(rstd, dtype).view(per_channel)
             mean = None if mean is None else to_dtype(mean, dtype).view(per_channel)
-
-        grad_input = grad_weight = None
-        sum_g = channel_sum(g) if need_b or (need_x and training) else None
-        buffer = sum_g_xhat = None
+        grad_input = grad_weight = grad_bias = None
+        sum_g = g.sum(dims) if need_b or (need_x and training) else None
+        sum_g_xhat = None
         if need_w or (need_x and training):
-            if building_graph:
-                sum_g_xhat = channel_sum(g * (x - mean)) * rstd.view(channels)
-            else:  # the one full-size buffer: g·(x − μ) now, ∂L/∂x below
-                buffer = torch.sub(x, mean).mul_(g)
-                sum_g_xhat = channel_sum(buffer).mul_(rstd.view(channels))
+            sum_g_xhat = (g * (x - mean)).sum(dims) * rstd.view(-1)
         if need_w:
             grad_weight = sum_g_xhat
+        if need_b:
+            grad_bias = sum_g
         if need_x:
             scale = rstd if weight is None else rstd * to_dtype(weight, dtype).view(per_channel)
             if not training:
                 grad_input = g * scale
             else:
-                coef = scale * (-1.0 / (g.numel() // channels))
-                scale_x = coef * rstd * sum_g_xhat.view(per_channel)
-                shift = coef * sum_g.view(per_channel)
-                if building_graph:
-                    grad_input = scale * g + (scale_x * (x - mean) + shift)
-                else:
-                    grad_input = torch.sub(x, mean, out=buffer)
-                    grad_input.mul_(scale_x).add_(shift).addcmul_(g, scale)
-        return grad_input, None, None, grad_weight, sum_g if need_b else None, None, None, None
+                coef = scale * (-1.0 / (g.numel() // shape[1]))
+                grad_input = (scale * g + coef * rstd * sum_g_xhat.view(per_channel) * (x - mean)
+                              + coef * sum_g.view(per_channel))
+        return grad_input, grad_weight, grad_bias
 
 
 def batch_norm(
