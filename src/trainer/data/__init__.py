@@ -1,0 +1,43 @@
+"""LightningDataModules for small classification sets, served as whole batches from tensors.
+
+``build(data_config, seed)`` picks the module by ``data_config["name"]``. Every module exposes
+``input_shape`` and ``num_classes`` before loading anything, so models size themselves from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .base import DataError, TensorDataModule
+from .batches import BatchSampler, TensorBatches, batch_loader
+from .digits import DigitsDataModule
+from .idx import FashionMNISTDataModule, IDXDataModule, IDXError, MNISTDataModule, read_idx
+from .mnist1d import MNIST1DDataModule
+from .toy2d import MoonsDataModule, SpiralsDataModule
+
+DATAMODULES: dict[str, type[TensorDataModule]] = {
+    "digits": DigitsDataModule,
+    "mnist1d": MNIST1DDataModule,
+    "moons": MoonsDataModule,
+    "spirals": SpiralsDataModule,
+    "fashion_mnist": FashionMNISTDataModule,
+    "mnist": MNISTDataModule,
+}
+
+
+def build(data: Mapping[str, Any], seed: int = 0) -> TensorDataModule:
+    """The datamodule that ``data`` (a ``data/`` config: ``name`` plus its options) describes."""
+    options = dict(data)
+    name = options.pop("name")
+    if name not in DATAMODULES:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATAMODULES)}")
+    return DATAMODULES[name](seed=seed, **options)
+
+
+__all__ = [
+    "DATAMODULES", "BatchSampler", "DataError", "DigitsDataModule", "FashionMNISTDataModule",
+    "IDXDataModule", "IDXError", "MNIST1DDataModule", "MNISTDataModule", "MoonsDataModule",
+    "SpiralsDataModule", "TensorBatches", "TensorDataModule", "batch_loader", "build",
+    "read_idx",
+]

@@ -1,0 +1,51 @@
+"""Classifiers built only from :mod:`trainer.nn`, sized by the data they will see.
+
+``build(model_config, input_shape, num_classes)`` picks a builder by ``model_config["name"]``:
+
+=========  =====================================  =======================================
+name       inputs                                  layers
+=========  =====================================  =======================================
+mlp        any shape (flattened)                   Linear, norm, activation, Dropout
+cnn        images ``(C, H, W)``                    Conv2d, BatchNorm2d, MaxPool2d, MLP head
+cnn1d      signals ``(C, L)``                      Conv1d, BatchNorm1d, MaxPool1d, MLP head
+attention  images (rows), signals (chunks), points  multi-head self-attention blocks
+=========  =====================================  =======================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .attention import attention
+from .common import ModelInputError
+from .conv import cnn, cnn1d
+from .mlp import mlp
+
+MODELS: dict[str, Callable[..., torch.nn.Module]] = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "cnn1d": cnn1d,
+    "attention": attention,
+}
+
+
+def build(model: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+          ) -> torch.nn.Module:
+    """The model that ``model`` (a ``model/`` config: ``name`` plus its options) describes."""
+    options = dict(model)
+    name = options.pop("name")
+    if name not in MODELS:
+        raise ModelInputError("model.name", f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name](tuple(int(s) for s in input_shape), int(num_classes), **options)
+
+
+def accepts(name: str, input_shape: Sequence[int]) -> bool:
+    """Whether model ``name`` can take samples of ``input_shape``."""
+    ranks = {"mlp": (1, 2, 3), "cnn": (3,), "cnn1d": (2,), "attention": (1, 2, 3)}
+    return len(input_shape) in ranks[name]
+
+
+__all__ = ["MODELS", "ModelInputError", "accepts", "attention", "build", "cnn", "cnn1d", "mlp"]

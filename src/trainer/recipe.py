@@ -1,0 +1,188 @@
+"""The LightningModule: cook, taste, adjust; the Trainer's epochs repeat.
+
+Optimization is manual, so each training step shows every move: the forward pass through the
+explicit layers (:meth:`Recipe.cook`), the loss and metrics (:meth:`Recipe.taste`), and the
+backward pass through the hand-written rules followed by the update (:meth:`Recipe.adjust`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+import trainer.functional as F
+import trainer.nn as nn
+from trainer import models
+
+STAGES = ("train", "val", "test")
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warmup over ``warmup`` steps, then cosine decay to
+    ``floor`` at step ``total``. A class (not a closure) so the scheduler's state is saved."""
+
+    def __init__(self, total: int, warmup: int = 0, floor: float = 0.0):
+        self.total, self.warmup, self.floor = int(total), int(warmup), float(floor)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(params, optimizer: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """The ``torch.optim`` optimizer an ``optimizer/`` config describes."""
+    name, lr, decay = optimizer["name"], optimizer["lr"], optimizer.get("weight_decay", 0.0)
+    if name == "sgd":
+        momentum, nesterov = optimizer.get("momentum", 0.0), optimizer.get("nesterov", False)
+        if nesterov and momentum <= 0:
+            raise models.ModelInputError("optimizer.nesterov", "needs optimizer.momentum > 0")
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                               weight_decay=decay)
+    if name in ("adam", "adamw"):
+        kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+        return kind(params, lr=lr, betas=tuple(optimizer.get("betas", (0.9, 0.999))),
+                    eps=optimizer.get("eps", 1e-8), weight_decay=decay)
+    raise models.ModelInputError("optimizer.name", f"unknown optimizer {name!r}")
+
+
+class Recipe(L.LightningModule):
+    """Trains a classifier built from :mod:`trainer.nn` with the cross-entropy loss.
+
+    Every argument is a plain container (dicts, lists, numbers, strings), so the checkpoint's
+    hyperparameters load with ``torch.load(path, weights_only=True)`` and
+    ``Recipe.load_from_checkpoint(path)`` rebuilds the same model.
+
+    Args:
+        model: a ``model/`` config, e.g. ``{"name": "mlp", "hidden": [256, 128]}``.
+        optimizer: an ``optimizer/`` config, e.g. ``{"name": "adam", "lr": 1e-3}``;
+            ``grad_clip > 0`` clips the gradient norm before each step.
+        scheduler: a ``scheduler/`` config (``none``, ``cosine`` per step, ``step`` per epoch).
+        input_shape, num_classes: from the datamodule.
+        config: the whole run's config, kept in the checkpoint for the record.
+    """
+
+    def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any],
+                 scheduler: Mapping[str, Any] | None = None, *, input_shape: Sequence[int],
+                 num_classes: int, config: Mapping[str, Any] | None = None):
+        super().__init__()
+        # logger=False: the hyperparameters go to TensorBoard once, with the final metrics.
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False
+        self.model = models.build(model, input_shape, num_classes)
+        self.loss = nn.CrossEntropyLoss()
+        metrics = MetricCollection({
+            "acc": MulticlassAccuracy(num_classes=num_classes, average="micro"),
+            "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
+        })
+        # Attributes, not a ModuleDict: "train" is a Module method name.
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    # -- the recipe ------------------------------------------------------------------------------
+
+    def cook(self, x: Tensor) -> Tensor:
+        """Forward pass through the explicit layers: the logits."""
+        return self.model(x)
+
+    def taste(self, dish: Tensor, y: Tensor, stage: str) -> Tensor:
+        """The loss against the labels; update and log the stage's metrics."""
+        loss = self.loss(dish, y)
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics.update(dish.detach(), y)
+        training = stage == "train"
+        # train/loss per step (a curve); val/loss and test/loss averaged over the epoch.
+        self.log(f"{stage}/loss", loss.detach(), on_step=training, on_epoch=not training,
+                 prog_bar=True, batch_size=len(y), sync_dist=not training)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val",
+                      batch_size=len(y))
+        return loss
+
+    def adjust(self, loss: Tensor) -> None:
+        """Backward through our rules, then one optimizer (and per-step scheduler) step."""
+        optimizer = self.optimizers()
+        self.manual_backward(loss)
+        clip = self.hparams.optimizer.get("grad_clip", 0.0)
+        if clip > 0:
+            self.clip_gradients(optimizer, gradient_clip_val=clip,
+                                gradient_clip_algorithm="norm")
+        # The rate this step used, logged before the scheduler moves it.
+        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False,
+                 batch_size=1)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if self._scheduler_interval() == "step":
+            self.lr_schedulers().step()
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.cook(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        dish = self.cook(x)                  # forward pass through explicit layers
+        loss = self.taste(dish, y, "train")  # loss against the labels + metrics
+        self.adjust(loss)                    # backward through our rules, then the update
+        return loss                          # the Trainer's epochs are the 'repeat'
+
+    def on_train_start(self) -> None:
+        # A resumed run may be longer than the one that saved the schedule: stretch the cosine
+        # over this run's steps rather than sitting at its floor after the old end.
+        for scheduler_config in self.trainer.lr_scheduler_configs:
+            for factor in getattr(scheduler_config.scheduler, "lr_lambdas", []):
+                if isinstance(factor, WarmupCosine):
+                    factor.total = int(self.trainer.estimated_stepping_batches)
+
+    def on_train_epoch_end(self) -> None:
+        if self._scheduler_interval() == "epoch":
+            self.lr_schedulers().step()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.taste(self.cook(x), y, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        self.taste(self.cook(x), y, "test")
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        """Class probabilities for each input."""
+        return F.softmax(self.cook(batch[0]), dim=-1)
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
+        scheduler = dict(self.hparams.scheduler or {"name": "none"})
+        name = scheduler["name"]
+        if name == "none":
+            return optimizer
+        if name == "cosine":
+            total = self.trainer.estimated_stepping_batches
+            if not math.isfinite(total):
+                raise models.ModelInputError(
+                    "scheduler", "cosine needs a finite trainer.max_epochs or trainer.max_steps")
+            factor = WarmupCosine(total, scheduler.get("warmup_steps", 0),
+                                  scheduler.get("min_lr_ratio", 0.0))
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            interval = "step"
+        elif name == "step":
+            schedule = torch.optim.lr_scheduler.StepLR(optimizer, scheduler["step_size"],
+                                                       scheduler.get("gamma", 0.1))
+            interval = "epoch"
+        else:
+            raise models.ModelInputError("scheduler.name", f"unknown scheduler {name!r}")
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": schedule, "interval": interval}}
+
+    def _scheduler_interval(self) -> str | None:
+        configs = self.trainer.lr_scheduler_configs if self._trainer is not None else []
+        return configs[0].interval if configs else None

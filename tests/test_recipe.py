@@ -1,0 +1,199 @@
+"""The LightningModule: the recipe's steps, optimizers and schedules, checkpoints, training."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+
+from trainer import data
+from trainer.callbacks import HParamsSummary, flatten
+from trainer.recipe import Recipe, WarmupCosine, build_optimizer
+
+MLP = {"name": "mlp", "hidden": [32], "norm": None, "dropout": 0.0}
+
+
+def small_recipe(**overrides) -> Recipe:
+    options = dict(model=MLP, optimizer={"name": "sgd", "lr": 0.1},
+                   scheduler={"name": "none"}, input_shape=[4], num_classes=3)
+    options.update(overrides)
+    return Recipe(**options)
+
+
+def quiet_trainer(tmp_path, **options) -> L.Trainer:
+    settings = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                    enable_progress_bar=False, enable_model_summary=False,
+                    num_sanity_val_steps=0, default_root_dir=tmp_path)
+    settings.update(options)
+    return L.Trainer(**settings)
+
+
+class Points(data.TensorDataModule):
+    """Three linearly separable blobs in 4-D."""
+
+    name, input_shape, num_classes = "points", (4,), 3
+
+    def load(self):
+        generator = torch.Generator().manual_seed(0)
+        y = torch.arange(300) % 3
+        x = torch.randn(300, 4, generator=generator) * 0.3 + torch.eye(4)[y] * 3
+        return (x[:240], y[:240]), (x[240:], y[240:])
+
+
+def test_training_step_reads_as_the_recipe():
+    import inspect
+
+    source = inspect.getsource(Recipe.training_step)
+    assert source.index("self.cook(x)") < source.index("self.taste(") < source.index(
+        "self.adjust(loss)")
+    assert not Recipe(MLP, {"name": "sgd", "lr": 0.1}, input_shape=[4],
+                      num_classes=3).automatic_optimization
+
+
+def test_adjust_steps_the_weights_and_clears_the_gradients(tmp_path):
+    recipe = small_recipe(optimizer={"name": "sgd", "lr": 0.5, "grad_clip": 0.0})
+    before = [p.detach().clone() for p in recipe.parameters()]
+    trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(recipe, datamodule=Points(batch_size=16))
+    assert trainer.global_step == 1
+    after = list(recipe.parameters())
+    assert all(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    assert all(p.grad is None for p in after)
+
+
+def test_grad_clip_bounds_the_update(tmp_path):
+    # With SGD and lr 1, the step equals the (clipped) gradient: its norm is at most the clip.
+    recipe = small_recipe(optimizer={"name": "sgd", "lr": 1.0, "grad_clip": 1e-3})
+    before = torch.cat([p.detach().flatten().clone() for p in recipe.parameters()])
+    quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0).fit(
+        recipe, datamodule=Points(batch_size=16))
+    after = torch.cat([p.detach().flatten() for p in recipe.parameters()])
+    assert (after - before).norm() == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_warmup_cosine_factor():
+    factor = WarmupCosine(total=110, warmup=10, floor=0.1)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert factor(110) == pytest.approx(0.1)
+    assert factor(500) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("scheduler, epochs, expected", [
+    ({"name": "none"}, 2, 0.1),
+    ({"name": "step", "step_size": 1, "gamma": 0.5}, 2, 0.025),
+    ({"name": "cosine", "min_lr_ratio": 0.0, "warmup_steps": 0}, 2, 0.0),
+])
+def test_schedulers_step_per_step_or_per_epoch(tmp_path, scheduler, epochs, expected):
+    recipe = small_recipe(optimizer={"name": "sgd", "lr": 0.1}, scheduler=scheduler)
+    quiet_trainer(tmp_path, max_epochs=epochs, limit_val_batches=0).fit(
+        recipe, datamodule=Points(batch_size=60))
+    lr = recipe.trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("optimizer, kind", [
+    ({"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True}, torch.optim.SGD),
+    ({"name": "adam", "lr": 1e-3, "betas": [0.8, 0.9]}, torch.optim.Adam),
+    ({"name": "adamw", "lr": 1e-3, "weight_decay": 0.1}, torch.optim.AdamW),
+])
+def test_build_optimizer(optimizer, kind):
+    built = build_optimizer(torch.nn.Linear(2, 2).parameters(), optimizer)
+    assert type(built) is kind
+    assert built.param_groups[0]["lr"] == optimizer["lr"]
+
+
+def test_nesterov_without_momentum_names_the_key():
+    from trainer.models import ModelInputError
+
+    with pytest.raises(ModelInputError) as caught:
+        build_optimizer(torch.nn.Linear(2, 2).parameters(),
+                        {"name": "sgd", "lr": 0.1, "nesterov": True, "momentum": 0.0})
+    assert caught.value.key == "optimizer.nesterov"
+
+
+def test_fit_validate_test_predict_log_the_stage_metrics(tmp_path):
+    recipe = small_recipe(optimizer={"name": "adam", "lr": 0.05})
+    trainer = quiet_trainer(tmp_path, max_epochs=3)
+    datamodule = Points(batch_size=32)
+    trainer.fit(recipe, datamodule=datamodule)
+    logged = set(trainer.callback_metrics)
+    assert {"train/loss", "train/lr", "train/acc", "train/f1", "val/loss", "val/acc",
+            "val/f1"} <= logged
+    results = trainer.test(recipe, datamodule=datamodule, verbose=False)[0]
+    assert set(results) == {"test/loss", "test/acc", "test/f1"}
+    assert results["test/acc"] > 0.95
+    probabilities = torch.cat(trainer.predict(recipe, datamodule=datamodule))
+    assert probabilities.shape == (60, 3)
+    assert torch.allclose(probabilities.sum(-1), torch.ones(60), atol=1e-5)
+
+
+def test_accuracy_is_plain_accuracy_not_a_class_average(tmp_path):
+    recipe = small_recipe()
+    metrics = recipe.test_metrics
+    # 3 of 4 right, but class 1 (one sample) always wrong: plain accuracy 0.75, macro 0.667.
+    logits = torch.tensor([[9.0, 0, 0], [9.0, 0, 0], [9.0, 0, 0], [0, 0, 9.0]])
+    metrics.update(logits, torch.tensor([0, 0, 1, 2]))
+    computed = metrics.compute()
+    assert computed["test/acc"] == pytest.approx(0.75)
+
+
+def test_checkpoint_loads_with_weights_only_and_rebuilds(tmp_path):
+    recipe = small_recipe(config={"seed": 1, "model": MLP, "notes": [1, "two", None]})
+    trainer = quiet_trainer(tmp_path, max_epochs=1, enable_checkpointing=True)
+    trainer.fit(recipe, datamodule=Points(batch_size=32))
+    path = tmp_path / "manual.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["hyper_parameters"]["model"] == MLP
+    assert checkpoint["hyper_parameters"]["input_shape"] == [4]
+    restored = Recipe.load_from_checkpoint(path)
+    x = torch.randn(5, 4)
+    recipe.eval(), restored.eval()
+    assert torch.equal(recipe(x), restored(x))
+
+
+def test_digits_training_reaches_095(tmp_path):
+    torch.set_num_threads(1)
+    L.seed_everything(0, verbose=False)
+    datamodule = data.build({"name": "digits"}, seed=0)
+    recipe = Recipe({"name": "mlp", "hidden": [256, 128], "norm": "batch", "dropout": 0.1},
+                    {"name": "adamw", "lr": 3e-3, "weight_decay": 0.01},
+                    {"name": "cosine"}, input_shape=list(datamodule.input_shape),
+                    num_classes=datamodule.num_classes)
+    trainer = quiet_trainer(tmp_path, max_epochs=8)
+    trainer.fit(recipe, datamodule=datamodule)
+    accuracy = trainer.test(recipe, datamodule=datamodule, verbose=False)[0]["test/acc"]
+    assert accuracy >= 0.95
+
+
+def test_hparams_are_flattened_for_tensorboard():
+    flat = flatten({"model": {"hidden": [256, 128], "norm": None}, "seed": 3, "ok": True})
+    assert flat == {"model/hidden": "[256, 128]", "model/norm": "None", "seed": 3, "ok": True}
+    assert HParamsSummary({"a": {"b": 1}}).params == {"a/b": 1}
+
+
+def test_cosine_needs_a_finite_run(tmp_path):
+    from trainer.models import ModelInputError
+
+    recipe = small_recipe(scheduler={"name": "cosine"})
+    trainer = quiet_trainer(tmp_path, max_epochs=-1, max_steps=-1, limit_val_batches=0)
+    with pytest.raises(ModelInputError, match="finite"):
+        trainer.fit(recipe, datamodule=Points(batch_size=32))
+    assert math.isinf(trainer.estimated_stepping_batches)
+
+
+def test_seed_controls_initialization_and_batch_order(tmp_path):
+    def trained(seed: int) -> torch.Tensor:
+        L.seed_everything(seed, workers=True, verbose=False)
+        recipe = small_recipe(model={**MLP, "dropout": 0.2})
+        quiet_trainer(tmp_path, max_epochs=2, limit_val_batches=0).fit(
+            recipe, datamodule=Points(batch_size=16, seed=seed))
+        return torch.cat([p.detach().flatten() for p in recipe.parameters()])
+
+    assert torch.equal(trained(1), trained(1))
+    assert not torch.equal(trained(1), trained(2))
