@@ -180,6 +180,20 @@ def test_vmap_randomness_like_torch():
     torch.testing.assert_close(per_sample, 2 * outputs * (outputs != 0) * xs * 2.0)
 
 
+def test_batched_grad_outputs():
+    # autograd vmaps the backward over g alone (is_grads_batched): the regenerated mask is
+    # not batched there, g is
+    x = randn(6, 7, dtype=torch.float64)
+    with torch.no_grad():
+        x.add_(5.0)  # no zeros, so y != 0 is the mask
+    y = F.dropout(x, 0.4)
+    gs = torch.randn(5, 6, 7, dtype=torch.float64)
+    (batched,) = torch.autograd.grad(y, x, gs, is_grads_batched=True, retain_graph=True)
+    looped = torch.stack([torch.autograd.grad(y, x, g, retain_graph=True)[0] for g in gs])
+    torch.testing.assert_close(batched, looped)
+    assert torch.equal(looped, (gs * (y != 0)).mul_(1.0 / 0.6))
+
+
 def test_compile_fullgraph_matches_eager():
     x = randn(8, 16)
     torch._dynamo.reset()

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ._util import check_float, fail
+from .activation import _batched, _Function
 
 # lowbias32 (C. Wellons' integer hash): two multiply–xorshift rounds with full avalanche.
 _WEYL_STEP = 0x9E3779B1 - (1 << 32)  # ≈ 2³²/φ, as an int32: spreads consecutive indices
@@ -16,7 +17,7 @@ _MIX_2 = 0x846CA68B - (1 << 32)
 _INT32_COUNTER_LIMIT = 1 << 31  # above this many elements the counter is folded from int64
 
 
-class Dropout(torch.autograd.Function):
+class Dropout(_Function):
     r"""y = x · m / (1 − p),   m_i = [h(seed, i) ≥ t] ~ Bernoulli(1 − p), independent over i
 
     h is a counter-based hash: a pure function of the seed and the element's flat index, so
@@ -30,6 +31,10 @@ class Dropout(torch.autograd.Function):
     recomputes m from it, at the cost of hashing again (cheaper than torch's CPU RNG, and
     fused into one kernel by inductor). ``inplace=True`` scales x in place (``mark_dirty``), as
     torch does; nothing that backward needs lives in x.
+
+    m is applied as a 0/1 tensor of x's dtype (``_keep_like``), not as a bool or uint8 view:
+    on CPU a float × uint8 product takes torch's slow mixed-dtype path, and inductor's CPU code
+    for a bool mask viewed as uint8 misreads the vectorised tail (sizes not a multiple of 16).
     """
 
     generate_vmap_rule = True
@@ -39,10 +44,14 @@ class Dropout(torch.autograd.Function):
         if p == 1.0:
             out = input.mul_(0.0) if inplace else input * 0.0
         else:
-            # out of place, x · m rather than a buffer shaped like x: under vmap the mask may
-            # be batched (one per sample) where x is not
-            keep = _keep_mask(seed, input.shape, p).view(torch.uint8)
-            out = (input.mul_(keep) if inplace else input * keep).mul_(1.0 / (1.0 - p))
+            keep = _keep_like(seed, input, p)
+            if inplace:
+                out = input.mul_(keep)
+            elif _batched(input):  # under vmap, x or the mask may be batched and the other not
+                out = input * keep
+            else:
+                out = keep.mul_(input)  # into the mask's fresh buffer
+            out = out.mul_(1.0 / (1.0 - p))
         # In place, the input object itself, as mark_dirty (and dynamo) require.
         return input if inplace else out
 
@@ -60,31 +69,52 @@ class Dropout(torch.autograd.Function):
         if ctx.p == 1.0:
             grad = g * 0.0
         else:
-            keep = _keep_mask(seed, g.shape, ctx.p).view(torch.uint8)
-            # m·g·(1/(1 − p)) in a buffer like g: in place is safe (scalars, or g into a
-            # g-shaped buffer), except that double backward needs g · m recorded
-            if torch.is_grad_enabled():
+            keep = _keep_like(seed, g, ctx.p)
+            # m·g·(1/(1 − p)), in place in the mask's buffer where that is safe: not when
+            # double backward needs g · m recorded, nor where g may be batched and m not
+            if torch.is_grad_enabled() or _batched(g):
                 grad = (g * keep).mul_(1.0 / (1.0 - ctx.p))
             else:
-                grad = torch.empty_like(g).copy_(keep).mul_(g).mul_(1.0 / (1.0 - ctx.p))
+                grad = keep.mul_(g).mul_(1.0 / (1.0 - ctx.p))
         return grad, None, None, None
 
 
-def _keep_mask(seed: Tensor, shape: torch.Size, p: float) -> Tensor:
-    """A bool tensor of ``shape``, True with probability 1 − p, a pure function of the seed.
+def _keep_like(seed: Tensor, like: Tensor, p: float) -> Tensor:
+    """The keep mask m for ``like``'s shape, as a fresh 0/1 tensor of its dtype and device: a
+    pure function of the seed, True with probability 1 − p.
 
-    Hashes each flat index with the seed into a uniform int32 h (int32 arithmetic wraps
-    mod 2³²; ``>>`` is arithmetic, so each shift is masked to make it logical), then keeps
+    Hashes each flat index with the seed into a uniform int32 h (see :func:`_hash`), then keeps
     h ≥ t with t = −2³¹ + round(p·2³²), so that P(keep) = 1 − p to within 2⁻³².
     """
-    h = torch.add(seed, _counter(math.prod(shape), seed.device).view(shape), alpha=_WEYL_STEP)
-    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
-    h.mul_(_MIX_1)
-    h.bitwise_xor_(h.bitwise_right_shift(15).bitwise_and_(0x1FFFF))
-    h.mul_(_MIX_2)
-    h.bitwise_xor_(h.bitwise_right_shift(16).bitwise_and_(0xFFFF))
+    batched = _batched(like)  # torch.func transforms and batched grads take no out=
+    h = _hash(seed, like.shape, out_ok=not batched)
     threshold = min(round(p * 2.0**32) - (1 << 31), (1 << 31) - 1)
-    return h >= threshold
+    if batched:
+        return (h >= threshold).to(like.dtype)
+    # A comparison writing bool (or to another dtype) runs torch's scalar loop on CPU; into
+    # int32, its input's dtype, it is vectorised. The copy then casts to like's dtype.
+    keep = torch.ge(h, threshold, out=h)
+    return torch.empty(like.shape, dtype=like.dtype, device=like.device).copy_(keep)
+
+
+def _hash(seed: Tensor, shape: torch.Size, out_ok: bool) -> Tensor:
+    """lowbias32 of seed + i·φ32 for each flat index i, as a fresh int32 tensor of ``shape``.
+
+    int32 arithmetic wraps mod 2³²; ``>>`` is arithmetic, so each shift is masked to make it
+    logical. With ``out_ok`` the shifts share one scratch buffer instead of allocating three.
+    """
+    h = torch.add(seed, _counter(math.prod(shape), seed.device).view(shape), alpha=_WEYL_STEP)
+    scratch = torch.empty_like(h) if out_ok else None
+    for shift, low_bits, multiplier in ((16, 0xFFFF, _MIX_1), (15, 0x1FFFF, _MIX_2),
+                                        (16, 0xFFFF, None)):
+        if out_ok:
+            shifted = torch.bitwise_right_shift(h, shift, out=scratch)
+        else:
+            shifted = h.bitwise_right_shift(shift)
+        h.bitwise_xor_(shifted.bitwise_and_(low_bits))
+        if multiplier is not None:
+            h.mul_(multiplier)
+    return h
 
 
 def _counter(numel: int, device: torch.device) -> Tensor:
