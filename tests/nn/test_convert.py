@@ -68,3 +68,42 @@ def test_converting_twice_is_a_no_op():
     explicit, _ = nn.convert(small_cnn())
     again, report = nn.convert(explicit)
     assert report.complete and not report.converted
+
+
+def test_to_torch_gives_back_builtin_layers_with_the_same_values():
+    explicit, _ = nn.convert(small_cnn())
+    native = nn.to_torch(explicit)
+    assert all(type(m).__module__.startswith("torch.nn") for m in native.modules())
+    assert all(type(m).__module__.startswith("trainer.nn") for m in explicit
+               if not isinstance(m, torch.nn.Sequential))  # the explicit model is untouched
+    assert list(native.state_dict()) == list(explicit.state_dict())
+    for (name, a), b in zip(native.state_dict().items(), explicit.state_dict().values()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name  # equal values, a copy
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(native(x), explicit(x))
+    assert not any(isinstance(node, torch.autograd.function.BackwardCFunction)
+                   for node in graph_nodes(native(x)))  # only built-in autograd nodes
+    with pytest.raises(AssertionError, match="built-in autograd node"):
+        testing.assert_explicit_graph(native(x))
+
+
+def graph_nodes(output):
+    nodes, stack = [], [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None:
+            nodes.append(node)
+            stack.extend(next_node for next_node, _ in node.next_functions)
+    return nodes
+
+
+def test_to_torch_then_convert_round_trips():
+    explicit, _ = nn.convert(small_cnn())
+    again, report = nn.convert(nn.to_torch(explicit))
+    assert report.complete and len(report.converted) == 7
+    assert [type(m) for m in again.modules()] == [type(m) for m in explicit.modules()]
+
+
+def test_to_torch_refuses_what_is_not_a_module():
+    with pytest.raises(TypeError, match="to_torch"):
+        nn.to_torch(lambda x: x)

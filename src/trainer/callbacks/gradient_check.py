@@ -11,8 +11,10 @@ when that is more: a gradient that should be exactly 0 is only rounding noise)::
     grad_check/max_rel_err/<parameter>   max|g - g_autograd| / max(max|g|, max|g_autograd|)
     grad_check/worst                     the largest of those
 
-and raises :class:`GradientCheckError`, naming the parameter, its layer and the error, when
-one exceeds ``tolerance``.
+and raises :class:`GradientCheckError` when one exceeds ``tolerance``. A wrong rule spoils the
+gradients of every layer below it too, so the error names the wrong gradient nearest the loss
+(parameters taken in the order the model registers them, which is forward order for the
+models here): the broken rule is that layer's or an op's between it and the loss.
 
 Why copies, and which mode: the training step's own gradients were made with a random dropout
 mask, which ``torch.nn.Dropout`` would not draw the same way. So both copies run with every
@@ -48,8 +50,9 @@ class GradientCheckError(RuntimeError):
     def __init__(self, parameter: str, layer: str, error: float, tolerance: float, step: int):
         super().__init__(
             f"gradient check failed at step {step}: the gradient of {parameter} (layer {layer}) "
-            f"differs from built-in autograd's by {error:.3g} (relative), over the tolerance "
-            f"{tolerance:.3g}; the hand-written backward of that layer is wrong")
+            f"differs from built-in autograd's by {error:.3g} (relative; tolerance "
+            f"{tolerance:.3g}). It is the wrong gradient nearest the loss: the broken backward "
+            f"rule is that layer's, or an op's between it and the loss")
         self.parameter, self.layer, self.error = parameter, layer, error
 
 
@@ -70,6 +73,29 @@ def builtin_functional() -> Iterator[None]:
     finally:
         for name, op in saved.items():
             setattr(trainer.functional, name, op)
+
+
+#: The hook registries of a torch.nn.Module, which copy.deepcopy would copy along.
+HOOK_REGISTRIES = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                   "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_backward_hooks",
+                   "_backward_pre_hooks")
+
+
+def copy_without_hooks(module: torch.nn.Module, convert=copy.deepcopy) -> torch.nn.Module:
+    """``convert(module)`` (a deep copy) that carries none of ``module``'s forward and backward
+    hooks: other callbacks' hooks (NaN guard, gradient flow) must not see the check's passes."""
+    set_aside = []
+    for layer in module.modules():
+        for registry in HOOK_REGISTRIES:
+            hooks = layer.__dict__.get(registry)
+            if hooks:
+                set_aside.append((layer, registry, hooks))
+                layer.__dict__[registry] = type(hooks)()
+    try:
+        return convert(module)
+    finally:
+        for layer, registry, hooks in set_aside:
+            layer.__dict__[registry] = hooks
 
 
 def deterministic_train_mode(module: torch.nn.Module) -> torch.nn.Module:
@@ -103,18 +129,15 @@ def compare_with_autograd(network: torch.nn.Module, loss_fn: torch.nn.Module, x:
                           y: Tensor, dtype: torch.dtype = torch.float64) -> dict[str, float]:
     """``{parameter name: relative error}`` between the explicit rules' gradients and
     built-in autograd's, for ``loss_fn(network(x), y)``; see the module's docstring."""
-    copies = []
-    for convert in (copy.deepcopy, to_torch):
-        twin = deterministic_train_mode(convert(network).to(dtype))
-        copies.append(twin)
-    explicit, builtin = copies
+    explicit, builtin = (deterministic_train_mode(copy_without_hooks(network, convert).to(dtype))
+                         for convert in (copy.deepcopy, to_torch))
     x = x.to(dtype) if x.is_floating_point() else x
     device_type = x.device.type
     # The check runs inside the training step: keep any autocast of a mixed-precision run out.
     with torch.enable_grad(), torch.autocast(device_type, enabled=False):
-        explicit_grads = gradients(explicit, copy.deepcopy(loss_fn), x, y)
+        explicit_grads = gradients(explicit, copy_without_hooks(loss_fn), x, y)
         with builtin_functional():
-            builtin_grads = gradients(builtin, to_torch(loss_fn), x, y)
+            builtin_grads = gradients(builtin, copy_without_hooks(loss_fn, to_torch), x, y)
     # A gradient that should be exactly 0 (a bias right before batch norm) is pure rounding
     # noise: judge it against a small fraction of the model's gradient scale, not its own.
     floor = ZERO_GRADIENT * max((float(g.abs().max()) for g in builtin_grads.values()
@@ -171,11 +194,13 @@ class GradientCheck(Callback):
         metrics["grad_check/worst"] = self.errors[worst]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=self._step)
-        if self.errors[worst] > self.tolerance:
+        wrong = [name for name, error in self.errors.items() if error > self.tolerance]
+        if wrong:
             for logger in trainer.loggers:
                 logger.save()
-            raise GradientCheckError(worst, layer_of(worst, pl_module), self.errors[worst],
-                                     self.tolerance, self._step)
+            nearest_loss = wrong[-1]
+            raise GradientCheckError(nearest_loss, layer_of(nearest_loss, pl_module),
+                                     self.errors[nearest_loss], self.tolerance, self._step)
 
 
 def layer_of(parameter: str, root: torch.nn.Module) -> str:

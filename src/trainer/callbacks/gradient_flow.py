@@ -6,8 +6,8 @@ that owns parameters, and its norms are taken over all of them, weight and bias 
 
     grad_flow/grad_norm/<layer>      ‖g‖: the gradient the optimizer is about to apply
     grad_flow/weight_norm/<layer>    ‖W‖ before the step
-    grad_flow/update_ratio/<layer>   ‖ΔW‖ / ‖W‖: how far the step moved the layer (≈1e-3 is
-                                     the usual healthy size; 1e-1 runs away, 1e-6 stalls)
+    grad_flow/update_ratio/<layer>   ‖ΔW‖ / ‖W‖: how far the step moved the layer
+                                     (~1e-3 is healthy; 1e-1 runs away, 1e-6 stalls)
     grad_flow/dead_relu/<relu>       fraction of the ReLU's output units that are 0 for every
                                      sample of the batch (dead or dying units)
     weights/<parameter>, grads/<parameter>   histograms (TensorBoard only), on their own

@@ -55,7 +55,7 @@ class Pictures(Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule
                                   ) -> None:
         epoch = trainer.current_epoch
-        last = trainer.max_epochs is not None and epoch + 1 >= trainer.max_epochs
+        last = (trainer.max_epochs or 0) > 0 and epoch + 1 >= trainer.max_epochs  # -1: no end
         self._active = (not trainer.sanity_checking and _tensorboard(trainer) is not None
                         and (epoch % self.every_n_epochs == 0 or last))
         if not self._active:
@@ -65,7 +65,7 @@ class Pictures(Callback):
             self._confusion = MulticlassConfusionMatrix(num_classes)
         self._confusion = self._confusion.to(pl_module.device)
         self._confusion.reset()
-        self.worst = []
+        self.worst, self._logits = [], None
         self._points: list[tuple[Tensor, Tensor]] = []
         self._hook = getattr(pl_module, self.network).register_forward_hook(self._capture)
 
@@ -206,10 +206,10 @@ def worst_examples_figure(worst: list[tuple[float, Tensor, int, int]], names: li
     band = math.ceil(caption_inches * pixels_per_inch)
     sheet = mosaic([x for _, x, _, _ in worst], columns, pad, band)
     sheet_width, sheet_height = sheet.shape[2] / pixels_per_inch, sheet.shape[1] / pixels_per_inch
-    width = max(sheet_width, 3.2)  # room for the title over a short row
-    figure = _figure(width, sheet_height + 0.25)
-    left = (width - sheet_width) / 2 / width
-    axes = figure.add_axes((left, 0.0, sheet_width / width, sheet_height / (sheet_height + 0.25)))
+    figure_width = max(sheet_width, 3.2)  # room for the title over a short row
+    figure = _figure(figure_width, sheet_height + 0.25)
+    axes = figure.add_axes(((figure_width - sheet_width) / 2 / figure_width, 0.0,
+                            sheet_width / figure_width, sheet_height / (sheet_height + 0.25)))
     picture = sheet[0] if channels == 1 else sheet.permute(1, 2, 0)
     axes.imshow(picture.numpy(), cmap="gray_r" if channels == 1 else None, aspect="auto",
                 interpolation="nearest")

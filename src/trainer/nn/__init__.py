@@ -20,7 +20,7 @@ from torch.nn import (
 from . import functional
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .conv import Conv1d, Conv2d
-from .convert import TWINS, ConversionReport, convert
+from .convert import TWINS, ConversionReport, convert, to_torch
 from .dropout import Dropout
 from .embedding import Embedding
 from .flatten import Flatten
@@ -37,5 +37,5 @@ __all__ = [
     "MaxPool1d", "MaxPool2d",
     "Module", "ModuleDict", "ModuleList", "NLLLoss", "Parameter", "ParameterDict",
     "ParameterList", "ReLU", "Sequential", "SiLU", "Sigmoid", "Softmax", "TWINS", "Tanh",
-    "convert", "functional", "init",
+    "convert", "functional", "init", "to_torch",
 ]

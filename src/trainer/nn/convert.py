@@ -106,6 +106,25 @@ def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = Fal
     return model, report
 
 
+def to_torch(model: torch.nn.Module) -> torch.nn.Module:
+    """The reverse of :func:`convert`: a deep copy whose explicit layers are their ``torch.nn``
+    base classes again, so its gradients come from PyTorch's built-in autograd.
+
+    The copy holds the same values and the same ``state_dict``; ``model`` is left untouched.
+    Modules with no ``torch.nn`` base (``LinearCrossEntropy``, a model's own classes) stay as
+    they are, and whatever ``trainer.functional`` op their ``forward`` calls stays explicit.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"to_torch: expected a torch.nn.Module, got {type(model).__name__}")
+    model = copy.deepcopy(model)
+    bases = {twin: base for base, twin in TWINS.items()}
+    for module in model.modules():
+        base = bases.get(type(module))
+        if base is not None:
+            module.__class__ = base  # a twin adds no state: this undoes the whole conversion
+    return model
+
+
 def _computes_itself(module: torch.nn.Module) -> bool:
     """Leaves and modules owning parameters do their own math; plain containers of
     submodules are trusted to only route data (their children are checked on their own)."""
