@@ -74,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from hydra.core.hydra_config import HydraConfig
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_only
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
     from omegaconf import OmegaConf
 
     from trainer import callbacks, data
@@ -100,14 +101,17 @@ def run(cfg: DictConfig) -> dict[str, float]:
     tensorboard = plain["logger"]["name"] == "tensorboard"
     logger = (TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False)
               if tensorboard else CSVLogger(run_dir, name="", version=""))
-    # Fault handling: crash-safe, weights-only checkpoints that restore the RNGs too, and a
-    # stop at the first NaN/inf, before it reaches a checkpoint.
-    trainer = L.Trainer(**plain["trainer"], default_root_dir=run_dir, logger=logger,
-                        # RandomState first: it restores the RNGs before any other hook draws.
-                        callbacks=[RandomState(),
-                                   *callbacks.build(plain["callbacks"], run_dir, hparams=plain),
-                                   NanGuard()],
-                        plugins=[AtomicCheckpointIO()])
+    # Crash-safe, weights-only checkpoints that restore the RNGs too, and a stop at the first
+    # NaN/inf before it reaches a checkpoint. RandomState first: it restores the RNGs before
+    # any other callback's hook draws.
+    built = [RandomState(), *callbacks.build(plain["callbacks"], run_dir, hparams=plain),
+             NanGuard()]
+    try:
+        trainer = L.Trainer(**plain["trainer"], default_root_dir=run_dir, logger=logger,
+                            callbacks=built, plugins=[AtomicCheckpointIO()])
+    except (MisconfigurationException, TypeError, ValueError) as error:
+        # What only Lightning can judge, e.g. more devices than this machine has.
+        raise config.ConfigError("trainer", str(error).strip().splitlines()[0]) from error
 
     try:
         trainer.fit(recipe, datamodule=datamodule, ckpt_path=plain["ckpt_path"],

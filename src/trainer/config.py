@@ -120,6 +120,15 @@ def _devices(v) -> str | None:
     return f"must be 'auto', a count >= 1, -1 (all) or a list of device ids, got {v!r}"
 
 
+def _strategy(v) -> str | None:
+    from lightning.pytorch.strategies import StrategyRegistry  # lazily: lightning is slow to load
+
+    known = ["auto", *sorted(StrategyRegistry.available_strategies())]
+    if v in known:
+        return None
+    return f"must be one of {', '.join(known)}, got {v!r}"
+
+
 def checked(default: Any = MISSING, check: Check | None = None, **kwargs) -> Any:
     """A dataclass field whose value :func:`validate` checks with ``check``."""
     metadata = {"check": check} if check is not None else {}
@@ -323,7 +332,7 @@ class TrainerConfig:
 
     accelerator: str = checked("auto", one_of("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
     devices: Any = checked("auto", _devices)
-    strategy: str = "auto"
+    strategy: str = checked("auto", _strategy)  # ddp: trainer=ddp (GPUs), trainer=ddp_cpu
     num_nodes: int = checked(1, at_least(1))
     precision: str = checked("32-true", one_of(*PRECISIONS))
     max_epochs: int = checked(30, lambda v: None if v >= 1 or v == -1 else

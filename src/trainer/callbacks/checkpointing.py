@@ -66,7 +66,8 @@ def safe_load(path: str | Path, map_location: Any = "cpu", key: str = "ckpt_path
     except pickle.UnpicklingError as error:
         # weights_only refuses any global it does not know: code, classes, functions.
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        reason = next((line for line in lines if "Unsupported global" in line), _first(error))
+        reason = next((line for line in lines if "global" in line.lower()
+                       and not line.startswith("Weights only load failed")), _first(error))
         raise CheckpointError(key, f"{path} is refused: it holds pickled objects other than "
                               f"tensors and plain containers ({reason}); it may not come from "
                               "this program, and loading it could run code") from error

@@ -2,22 +2,27 @@
 
 The backward pass visits the layers from the loss towards the input. A NaN or inf, once it
 appears in a gradient, spreads to every layer visited after it, so the *first* layer in backward
-order (the one nearest the loss) whose gradient is non-finite is where the trouble entered the
-gradients; the layers below it only inherited it. To find that layer without keeping any
-gradient alive, each leaf module's output gets a tensor hook during training that records, as
-backward reaches it, whether the gradient arriving there is finite (one small reduction, no
-synchronisation). The decision to stop reads the parameters' gradients, which DDP has already
-averaged, so every process stops at the same step.
+order (the one nearest the loss) with a non-finite gradient is where the trouble entered the
+gradients; the layers below it only inherited it. To find it without keeping any gradient
+alive, the guard hooks each leaf module while training: as backward reaches a layer it records
+whether the gradients at its output, its input and its parameters are finite (one small
+reduction each, no synchronisation), and as forward passes it records whether the layer's output
+is finite, so a loss that is already NaN can be traced to the layer whose forward overflowed.
 
-The guard raises before the optimizer step that would have used a non-finite gradient, and
-before any checkpoint callback runs for that step (Lightning runs checkpoint callbacks last),
-so ``last.ckpt`` keeps the last good weights.
+The decision to stop reads the parameters' gradients, which DDP has already averaged, so every
+process stops at the same step. The guard raises before the optimizer step that would have used
+a non-finite gradient, and before any checkpoint callback runs for that step (Lightning runs
+checkpoint callbacks last), so ``last.ckpt`` keeps the last good weights. It also checks the
+weights and buffers after each step: a finite gradient times a huge learning rate can still
+overflow them.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -34,6 +39,15 @@ class NonFiniteError(FloatingPointError):
         self.problem = problem
 
 
+class Seen(NamedTuple):
+    """One gradient (or forward output) of one layer, and whether it was all finite."""
+
+    layer: str
+    what: str  # "output", "input", a parameter's name; or "forward" for the forward output
+    finite: Tensor  # 0-dim bool, read only when something went wrong
+    fed_by: str | None = None  # for "input": the watched layer whose output this input is
+
+
 def _saved_tensors(module: torch.nn.Module) -> list[tuple[str, Tensor]]:
     """What a checkpoint keeps of ``module`` that could overflow: parameters and floating
     buffers (BatchNorm's running statistics)."""
@@ -44,18 +58,26 @@ def _saved_tensors(module: torch.nn.Module) -> list[tuple[str, Tensor]]:
 
 class NanGuard(Callback):
     """Raises :class:`NonFiniteError` naming the step and the first layer, in backward order,
-    whose gradient went non-finite; checks the weights after each step too."""
+    with a non-finite gradient; checks the weights and buffers after each step too."""
 
     def __init__(self) -> None:
         self._handles: list = []
-        self._arrivals: list[tuple[str, Tensor]] = []  # (layer, output grad all finite?)
+        self._forward: list[Seen] = []   # in forward order
+        self._backward: list[Seen] = []  # in the order backward reached them
         self._loss: Tensor | None = None  # the last scalar a watched layer returned: the loss
+        self._modules: dict[str, torch.nn.Module] = {}
+        self._producers: dict[int, tuple[weakref.ref, str]] = {}  # id(output) -> its layer
 
     # -- watching the layers -------------------------------------------------------------------
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for name, module in self._layers(pl_module):
+            self._modules[name] = module
             self._handles.append(module.register_forward_hook(self._watch(name)))
+            for parameter_name, parameter in module.named_parameters(recurse=False):
+                if parameter.requires_grad:
+                    self._handles.append(parameter.register_hook(
+                        self._record_backward(name, parameter_name)))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._remove_hooks()
@@ -77,18 +99,30 @@ class NanGuard(Callback):
             if name and not any(module.children()) and not isinstance(module, Metric):
                 yield name, module
 
-    def _watch(self, name: str):
+    def _record_backward(self, layer: str, what: str, fed_by: str | None = None):
         def record(grad: Tensor) -> None:
-            self._arrivals.append((name, torch.isfinite(grad).all()))
+            self._backward.append(Seen(layer, what, torch.isfinite(grad).all(), fed_by))
 
+        return record
+
+    def _watch(self, name: str):
         def hook(module, args, output) -> None:
             if not (module.training and torch.is_grad_enabled()):
                 return
+            outputs = output if isinstance(output, (tuple, list)) else (output,)
+            for tensor in outputs:
+                if isinstance(tensor, Tensor) and tensor.is_floating_point():
+                    self._forward.append(Seen(name, "forward", torch.isfinite(tensor).all()))
+                    if tensor.requires_grad:
+                        tensor.register_hook(self._record_backward(name, "output"))
+                        self._producers[id(tensor)] = (weakref.ref(tensor), name)
             if isinstance(output, Tensor) and output.dim() == 0:
                 self._loss = output.detach()
-            for tensor in output if isinstance(output, (tuple, list)) else (output,):
+            for tensor in args:
                 if isinstance(tensor, Tensor) and tensor.requires_grad:
-                    tensor.register_hook(record)
+                    reference, producer = self._producers.get(id(tensor), (None, None))
+                    fed_by = producer if reference is not None and reference() is tensor else None
+                    tensor.register_hook(self._record_backward(name, "input", fed_by))
 
         return hook
 
@@ -96,62 +130,69 @@ class NanGuard(Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch,
                              batch_idx: int) -> None:
-        self._arrivals.clear()
+        self._forward.clear()
+        self._backward.clear()
+        self._producers.clear()
+        self._loss = None
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        grads = [(name, p.grad) for name, p in pl_module.named_parameters() if p.grad is not None]
-        if not grads or torch.stack([torch.isfinite(g).all() for _, g in grads]).all():
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads or torch.stack([torch.isfinite(g).all() for g in grads]).all():
             return
-        step = trainer.global_step + 1
-        raise NonFiniteError(step, f"a gradient went non-finite ({self._loss_note()}); "
-                             f"{self._first_layer(pl_module, grads)}. This step was not taken.")
+        raise NonFiniteError(trainer.global_step + 1, f"{self._loss_note()}; {self._where()}. "
+                             "This step was not taken")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs,
                            batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        finite = torch.tensor(True)
-        if isinstance(loss, Tensor):
-            finite = torch.isfinite(loss.detach()).all().cpu()
+        loss_finite = torch.isfinite(loss.detach()).all().cpu() if isinstance(loss, Tensor) \
+            else torch.tensor(True)
         saved_finite = torch.stack([torch.isfinite(t).all() for _, t in _saved_tensors(pl_module)]
-                                     ).all().cpu()
-        ok = bool(finite & saved_finite)
+                                   ).all().cpu()
+        ok = bool(loss_finite & saved_finite)
         if trainer.world_size > 1:  # every process must stop at the same step, or DDP hangs
             ok = trainer.strategy.reduce_boolean_decision(ok, all=True)
         if ok:
             return
-        step = trainer.global_step
         if not bool(saved_finite):
             bad = next(name for name, t in _saved_tensors(pl_module) if not torch.isfinite(t).all())
-            raise NonFiniteError(step, f"this step made {bad} non-finite though every gradient "
-                                 "was finite (an update or a running statistic overflowed: is "
-                                 "the learning rate far too large?)")
+            raise NonFiniteError(trainer.global_step, f"this step made {bad} non-finite though "
+                                 "every gradient was finite (an update or a running statistic "
+                                 "overflowed: is the learning rate far too large?)")
         self._loss = loss.detach() if isinstance(loss, Tensor) else None
-        raise NonFiniteError(step, f"{self._loss_note()} on some process, though the gradients "
-                             "stayed finite")
+        raise NonFiniteError(trainer.global_step, f"{self._loss_note()} on some process, though "
+                             "the gradients stayed finite")
 
     # -- the message ---------------------------------------------------------------------------
 
-    def _first_layer(self, pl_module: torch.nn.Module,
-                     grads: list[tuple[str, Tensor]]) -> str:
-        """Which layer, first in backward order, had a non-finite gradient, and which one."""
-        modules = dict(pl_module.named_modules())
-        bad_parameter: dict[str, str] = {}  # layer -> its first parameter with a bad gradient
-        for name, grad in grads:
-            if not torch.isfinite(grad).all():
-                layer, _, short = name.rpartition(".")
-                bad_parameter.setdefault(layer, short)
-        for layer, arrived_finite in self._arrivals:  # in the order backward reached them
-            if not bool(arrived_finite):
-                what = "the gradient arriving at its output"
-            elif layer in bad_parameter:
-                what = f"the gradient of its {bad_parameter[layer]}"
-            else:
-                continue
-            return (f"the first layer in backward order (nearest the loss) with a non-finite "
-                    f"gradient is {layer} ({modules[layer]!r}): {what} holds nan or inf")
-        # Nothing recorded (a parameter outside the watched layers): the last one registered.
-        layer, short = next(reversed(bad_parameter.items()))
-        return f"the gradient of {layer}.{short} ({modules.get(layer)!r}) holds nan or inf"
+    def _describe(self, layer: str) -> str:
+        return f"{layer} ({self._modules[layer]!r})"
+
+    def _where(self) -> str:
+        """Where forward first overflowed, and the first layer in backward order whose
+        gradient is non-finite, with which of its gradients it is."""
+        parts = []
+        overflowed = next((seen for seen in self._forward if not bool(seen.finite)), None)
+        if overflowed is not None:
+            parts.append(f"the forward pass first went non-finite at the output of "
+                         f"{self._describe(overflowed.layer)}")
+        first = next((seen for seen in self._backward if not bool(seen.finite)), None)
+        if first is None:
+            parts.append("no watched layer's gradient is non-finite (a parameter outside the "
+                         "model's leaf layers?)")
+            return "; ".join(parts)
+        what = {"output": "the gradient arriving at its output",
+                "input": "the gradient its backward passes to its input"}.get(
+            first.what, f"the gradient of its {first.what}")
+        if first.what == "output":  # computed by the backward of the layers it feeds
+            consumers = sorted({seen.layer for seen in self._backward
+                                if seen.what == "input" and seen.fed_by == first.layer})
+            if consumers:
+                what += ", as the backward of " + " and ".join(
+                    self._describe(layer) for layer in consumers) + " computed it"
+        parts.append(f"in backward order (from the loss towards the input) the first layer "
+                     f"with a non-finite gradient is {self._describe(first.layer)}: {what}")
+        return "; ".join(parts)
 
     def _loss_note(self) -> str:
         if self._loss is None or self._loss.numel() != 1:

@@ -61,6 +61,28 @@ def sum_to_shape(grad: torch.Tensor, shape: torch.Size | Sequence[int]) -> torch
     return grad.reshape(shape)
 
 
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    """The dtype an op computes ``t`` in: autocast lowers float32/16, never float64."""
+    device = t.device.type
+    if t.is_floating_point() and t.dtype != torch.float64 and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return t.dtype
+
+
+def check_same_dtype(op: str, input: torch.Tensor, mixed_ok: bool = False,
+                     **params: torch.Tensor | None) -> None:
+    """Refuse parameters of another dtype than the input (after autocast), where torch's kernel
+    would stop with a bare RuntimeError. ``mixed_ok``: a float16/bfloat16 input may meet
+    float32 parameters (the norms' mixed-precision kernels take that)."""
+    dtype = compute_dtype(input)
+    for name, t in params.items():
+        if t is None or compute_dtype(t) == dtype:
+            continue
+        if mixed_ok and dtype in (torch.float16, torch.bfloat16) and t.dtype == torch.float32:
+            continue
+        raise fail(op, f"{name} of the input's dtype {dtype}", f"{name} of dtype {t.dtype}")
+
+
 def to_dtype(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """Cast a saved tensor to the gradient's dtype (they differ under autocast)."""
     if t is None or t.dtype == dtype:

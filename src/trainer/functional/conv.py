@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ._util import fail, ntuple, shape_str, to_dtype
+from ._util import check_float, fail, ntuple, shape_str, to_dtype
 
 _CONV = {1: torch_F.conv1d, 2: torch_F.conv2d}
 _CONV_TRANSPOSE = {1: torch_F.conv_transpose1d, 2: torch_F.conv_transpose2d}
@@ -280,6 +280,8 @@ def _params(op: str, rank: int, input: Tensor, weight: Tensor, bias: Tensor | No
     if any(d < 1 for d in dilation):
         raise fail(op, "positive dilation", f"dilation={dilation}")
     kernel = weight.shape[2:]
+    if 0 in kernel:
+        raise fail(op, "a kernel of size >= 1 in every spatial dim", f"weight {shape_str(weight)}")
     if isinstance(padding, str):
         if padding == "valid":
             pad_lo = pad_hi = (0,) * rank
@@ -317,6 +319,7 @@ def _params(op: str, rank: int, input: Tensor, weight: Tensor, bias: Tensor | No
     if 0 in spatial and 0 not in input.shape[:-rank]:
         raise fail(op, "non-empty spatial dims (only the batch or channels may be empty)",
                    f"input {shape_str(input)}")
+    check_float(op, "input", input)  # torch has no integer or bool convolution kernels
     dtype = _effective_dtype(input)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and _effective_dtype(t) != dtype:

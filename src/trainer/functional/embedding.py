@@ -124,6 +124,9 @@ def embedding(
     if sparse and scale_grad_by_freq and weight.requires_grad and torch.is_grad_enabled():
         raise fail(op, "scale_grad_by_freq=False with sparse=True (torch has no sparse scaled "
                    "gradient either)", "both True")
+    if num_weights == 0 and input.numel():
+        raise EmbeddingIndexError(f"{op}: expected no indices for an empty table "
+                                  f"(num_embeddings=0), got input {shape_str(input)}")
     try:
         if max_norm is not None:
             # as torch: rows renormalized in place, outside autograd, before the lookup
@@ -131,8 +134,10 @@ def embedding(
             with torch.no_grad():
                 _renorm_rows_(weight, input.reshape(-1), max_norm, norm_type)
         return Embedding.apply(input, weight, padding_idx, bool(scale_grad_by_freq), bool(sparse))
-    except IndexError as err:  # the lookup found an index outside the table: say which
+    except (IndexError, RuntimeError) as err:  # an index outside the table: say which
         low, high = int(input.min()), int(input.max())
+        if 0 <= low and high < num_weights:
+            raise  # something else (a table of width 0 raises RuntimeError, not IndexError)
         raise EmbeddingIndexError(
             f"{op}: expected indices in [0, {num_weights}) for num_embeddings={num_weights}, "
             f"got indices in [{low}, {high}]"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from ._util import fail, shape_str, sum_to_shape, to_dtype
+from ._util import check_same_dtype, fail, shape_str, sum_to_shape, to_dtype
 
 
 class Linear(torch.autograd.Function):
@@ -43,12 +45,13 @@ class Linear(torch.autograd.Function):
         grad_input = grad_weight = grad_bias = None
         if len(ctx.weight_shape) == 1:
             g = g.unsqueeze(-1)  # a 1-D weight is a (1, in) weight whose out dim was dropped
-        rows_g = g.reshape(-1, g.shape[-1])
+        rows = math.prod(g.shape[:-1])
+        rows_g = g.reshape(rows, g.shape[-1])  # not reshape(-1, ...): ambiguous when empty
         if need_x:
-            w = to_dtype(weight, g.dtype).reshape(-1, ctx.weight_shape[-1])
-            grad_input = g.matmul(w)
+            w = to_dtype(weight, g.dtype)
+            grad_input = g.matmul(w.unsqueeze(0) if w.dim() == 1 else w)
         if need_w:
-            rows_x = to_dtype(input, g.dtype).reshape(-1, input.shape[-1])
+            rows_x = to_dtype(input, g.dtype).reshape(rows, input.shape[-1])
             grad_weight = rows_g.t().matmul(rows_x).reshape(ctx.weight_shape)
         if need_b and ctx.bias_shape is not None:
             grad_bias = sum_to_shape(rows_g.sum(0), ctx.bias_shape)
@@ -57,9 +60,9 @@ class Linear(torch.autograd.Function):
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """Explicit twin of :func:`torch.nn.functional.linear`."""
-    in_features = weight.shape[-1]
     if weight.dim() not in (1, 2):
         raise fail("linear", "weight of shape (out, in) or (in,)", f"weight {shape_str(weight)}")
+    in_features = weight.shape[-1]
     if input.dim() == 0 or input.shape[-1] != in_features:
         raise fail(
             "linear",
@@ -69,4 +72,11 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     out_features = weight.shape[0] if weight.dim() == 2 else None
     if bias is not None and out_features is not None and bias.numel() != out_features:
         raise fail("linear", f"bias of shape ({out_features},)", f"bias {shape_str(bias)}")
+    if weight.dim() == 1 and bias is not None and (bias.dim() != 0 or input.dim() == 2):
+        raise fail("linear", "a 1-D weight with no bias, or with a 0-d bias and an input of 1 "
+                   "or 3+ dims (what torch's kernel takes)",
+                   f"bias {shape_str(bias)} and input {shape_str(input)}")
+    if input.dtype == torch.bool:
+        raise fail("linear", "a numeric input", "input of dtype torch.bool")
+    check_same_dtype("linear", input, weight=weight, bias=bias)
     return Linear.apply(input, weight, bias)

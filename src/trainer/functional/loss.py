@@ -60,6 +60,11 @@ def _class_weights(
     return safe_target, g_valid, g_weighted
 
 
+def _share(eps: float, n_classes: int) -> float:
+    """Label smoothing's mass per class; none when there are no classes (an empty input)."""
+    return eps / n_classes if n_classes else 0.0
+
+
 def _per_target(coef: Tensor, target: Tensor, class_dim: int) -> Tensor:
     """A per-target coefficient (or a 0-d one, the same for every target) as a tensor of the
     target's shape with a size-1 class dim: what scatter_add_ takes, and what broadcasts
@@ -222,7 +227,7 @@ def _probability_target_loss(
     """
     class_dim = 0 if log_probs.dim() == 1 else 1
     n_classes = log_probs.shape[class_dim]
-    q = target if eps == 0 else target * (1 - eps) + eps / n_classes
+    q = target if eps == 0 else target * (1 - eps) + _share(eps, n_classes)
     terms = log_probs * q
     if weight is not None:
         terms = terms * _class_view(weight, class_dim, log_probs.dim())
@@ -230,7 +235,8 @@ def _probability_target_loss(
         return -terms.sum(class_dim)
     if reduction == "sum":
         return -terms.sum()
-    return -terms.sum() / (log_probs.numel() / n_classes)  # no samples: 0/0, nan as torch
+    # No samples (or no classes): 0/0, nan as torch.
+    return -terms.sum() / (log_probs.numel() / n_classes if n_classes else 0.0)
 
 
 def _smoothed_class_loss(
@@ -255,7 +261,7 @@ def _smoothed_class_loss(
         smooth = smooth.sum() / total
     elif reduction == "sum":
         smooth = smooth.sum()
-    return (1 - eps) * nll + smooth * (eps / n_classes)
+    return (1 - eps) * nll + smooth * (_share(eps, n_classes))
 
 
 def _class_target_grad(ctx, g: Tensor, log_probs: Tensor, target: Tensor, weight: Tensor | None):
@@ -270,7 +276,7 @@ def _class_target_grad(ctx, g: Tensor, log_probs: Tensor, target: Tensor, weight
     else:
         n_classes = log_probs.shape[class_dim]
         target_coef = _per_target(g_weighted * (1 - eps), safe_target, class_dim)
-        smooth_coef = _per_target(g_valid * (eps / n_classes), safe_target, class_dim)
+        smooth_coef = _per_target(g_valid * (_share(eps, n_classes)), safe_target, class_dim)
         all_weights = n_classes if weight is None else to_dtype(weight, g.dtype).sum()
         a = target_coef + smooth_coef * all_weights
         grad = _mul(_exp(log_probs), a, in_place)
@@ -299,7 +305,7 @@ def _probability_target_grads(
     in_place = not torch.is_grad_enabled()
     grad_z = grad_y = grad_w = None
     if need_z or need_w:
-        q = y if eps == 0 else y * (1 - eps) + eps / n_classes
+        q = y if eps == 0 else y * (1 - eps) + _share(eps, n_classes)
     if need_z:
         wq = q if w is None else q * w
         grad_z = _mul(_exp(log_probs), wq.sum(class_dim, keepdim=True), in_place)
@@ -545,6 +551,9 @@ def mse_loss(
 ) -> Tensor:
     """Explicit twin of :func:`torch.nn.functional.mse_loss`."""
     op = "mse_loss"
+    if torch.bool in (input.dtype, target.dtype):
+        raise fail(op, "numeric input and target", f"input of dtype {input.dtype} and target of "
+                   f"dtype {target.dtype}")
     same_shape = target.shape == input.shape
     if not same_shape:
         _warn(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._util import fail, shape_str, to_dtype
+from ._util import check_float, check_same_dtype, fail, shape_str, to_dtype
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -251,6 +251,9 @@ def batch_norm(
     if isinstance(momentum, bool) or not isinstance(momentum, (float, int)):
         # F.batch_norm refuses None as well; nn.BatchNorm turns momentum=None into a float.
         raise TypeError(f"{op}: expected momentum as a float, got {momentum!r}")
+    check_float(op, "input", input)
+    check_same_dtype(op, input, mixed_ok=True, running_mean=running_mean,
+                     running_var=running_var, weight=weight, bias=bias)
     return BatchNorm.apply(input, running_mean, running_var, weight, bias, bool(training),
                            float(momentum), float(eps))[0]
 
@@ -398,4 +401,6 @@ def layer_norm(
         if t is not None and tuple(t.shape) != normalized_shape:
             raise fail(op, f"{name} of shape {norm_str} (normalized_shape)",
                        f"{name} {shape_str(t)}")
+    check_float(op, "input", input)
+    check_same_dtype(op, input, mixed_ok=True, weight=weight, bias=bias)
     return LayerNorm.apply(input, normalized_shape, weight, bias, float(eps))[0]

@@ -298,8 +298,13 @@ def spread_over_windows(values: Tensor, dim: int, size: int, kernel: int, stride
         if taps < stride:  # stride > kernel: positions between windows get nothing
             group = torch_F.pad(group, gap)
         group = group.flatten(-3, -2) if dim == -2 else group.flatten(-2)
-        if any(shift):
-            group = torch_F.pad(group, shift)
+        # Widen, then crop: one pad call cannot crop more than the tensor holds before widening
+        # (a window in ceil_mode's overhang can start past the input's end).
+        widen, crop = [max(e, 0) for e in shift], [min(e, 0) for e in shift]
+        if any(widen):
+            group = torch_F.pad(group, widen)
+        if any(crop):
+            group = torch_F.pad(group, crop)
         total = group if total is None else total + group
     return total
 
@@ -414,6 +419,11 @@ def _pool_window(op: str, input: Tensor, spatial_dims: int, kernel_size, stride,
     if input.dim() not in (spatial_dims + 1, spatial_dims + 2):
         names = "(C, L) or (N, C, L)" if spatial_dims == 1 else "(C, H, W) or (N, C, H, W)"
         raise fail(op, f"input of shape {names}", f"input {shape_str(input)}")
+    if input.dtype == torch.bool or input.is_complex():
+        raise fail(op, "input of a real numeric dtype", f"input of dtype {input.dtype}")
+    if op.startswith("avg") and not (input.is_floating_point() or input.dtype == torch.int64):
+        # torch's averaging kernels take floats and int64 only
+        raise fail(op, "input of a floating dtype (or int64)", f"input of dtype {input.dtype}")
     non_batch = input.shape[-(spatial_dims + 1):]
     if 0 in non_batch:
         raise fail(op, "non-zero channel and spatial sizes (only the batch may be 0)",
