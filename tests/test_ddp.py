@@ -20,8 +20,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow  # ~30-40 s: three processes start, two of them talk over gloo
-
 # moons: 1440 training points, so 45 batches of 32 per epoch with no ragged end; 2 epochs.
 RUN = ("data=moons", "model.norm=null", "model.dropout=0", "optimizer=sgd", "optimizer.lr=0.1",
        "scheduler=none", "trainer.max_epochs=2", "callbacks.progress_bar=false",

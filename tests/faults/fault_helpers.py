@@ -21,7 +21,7 @@ def trainer_env() -> dict[str, str]:
 
 def run_trainer(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(trainer_command(*args), cwd=cwd, env=trainer_env(),
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:

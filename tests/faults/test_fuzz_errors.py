@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import signal
+import time
 import warnings
 from contextlib import contextmanager
 
@@ -34,18 +35,22 @@ CONFIG_CAUSES = (config.ConfigError, ModelInputError, DataError, CheckpointError
 
 
 @contextmanager
-def time_limit(seconds: int):
-    """Fail an example that hangs instead of hanging the test run."""
+def time_limit(seconds: float):
+    """Fail an example that hangs instead of hanging the test run. The real-time timer is
+    pytest-timeout's too: whatever it had left is put back afterwards."""
     def hung(signum, frame):
         raise TimeoutError(f"no answer within {seconds} s: a hang")
 
+    started = time.monotonic()
     previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(seconds)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer:
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-3))
 
 
 FUZZ = settings(deadline=None, derandomize=True, database=None,
@@ -180,7 +185,7 @@ def layers(draw):
         layer = getattr(nn, kind)
         return layer(draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(0, 4)),
                      stride=draw(hyper), padding=draw(hyper), dilation=draw(hyper))
-    if kind.endswith("Pool1d") or kind.endswith("Pool2d"):
+    if kind.endswith(("Pool1d", "Pool2d")):
         options = {"stride": draw(st.one_of(st.none(), hyper)), "padding": draw(hyper)}
         if kind.startswith("Max"):
             options["dilation"] = draw(st.integers(1, 3))
@@ -262,7 +267,8 @@ def test_random_functional_calls_work_or_refuse_clearly(op, a, b, c, number, dim
 
 
 def test_time_limit_turns_a_hang_into_a_failure():
-    import time
-
-    with pytest.raises(TimeoutError, match="a hang"), time_limit(1):
+    outer = signal.getitimer(signal.ITIMER_REAL)[0]  # pytest-timeout's, when it runs
+    with pytest.raises(TimeoutError, match="a hang"), time_limit(0.5):
         time.sleep(5)
+    if outer:
+        assert outer - 10 < signal.getitimer(signal.ITIMER_REAL)[0] <= outer  # put back
