@@ -158,6 +158,7 @@ def diverged(error: NonFiniteError) -> None:
 
 def hydra_task(cfg: DictConfig) -> None:
     from trainer.callbacks.checkpointing import CheckpointError
+    from trainer.callbacks.gradient_check import GradientCheckError
     from trainer.callbacks.nan_guard import NonFiniteError
     from trainer.data import DataError
     from trainer.models import ModelInputError
@@ -168,6 +169,10 @@ def hydra_task(cfg: DictConfig) -> None:
         fail(error)  # the user can fix these
     except NonFiniteError as error:
         diverged(error)
+    except GradientCheckError as error:
+        # an explicit rule disagrees with autograd: one line, not a traceback, exit status 4
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(4)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

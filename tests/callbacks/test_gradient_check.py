@@ -185,3 +185,18 @@ def test_a_broken_activation_is_blamed_on_the_layer_below_it(tmp_path, monkeypat
         trainer.fit(recipe(), datamodule=Blobs(batch_size=16))
     assert check.errors["model.head.classifier.weight"] < 1e-12
     assert check.errors["model.head.dense0.linear.weight"] == pytest.approx(0.5, rel=1e-6)
+
+
+def test_cli_reports_a_failed_check_in_one_line(monkeypatch, capsys):
+    import trainer.__main__ as entry
+    from trainer.callbacks.gradient_check import GradientCheckError
+
+    def broken_run(cfg):
+        raise GradientCheckError("model.0.weight", "model.0", 0.5, 1e-3, 7)
+
+    monkeypatch.setattr(entry, "run", broken_run)
+    with pytest.raises(SystemExit) as exit_info:
+        entry.hydra_task(None)
+    assert exit_info.value.code == 4
+    err = capsys.readouterr().err
+    assert err.startswith("error: gradient check failed at step 7") and "model.0" in err
