@@ -6,16 +6,9 @@ counting live in benchmarks/reference_models.py, shared with ``python -m benchma
 (``--breakdown`` there lists every saved tensor per layer when a budget is missed).
 """
 
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # pytest puts tests/ on the path, not the repo root
-    sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.reference_models import (  # noqa: E402
+from benchmarks.reference_models import (
     SAVED_BYTES_TARGETS,
     breakdown_table,
     explicit_loss,
