@@ -118,7 +118,7 @@ def test_nesterov_without_momentum_names_the_key():
 
 def test_fit_validate_test_predict_log_the_stage_metrics(tmp_path):
     recipe = small_recipe(optimizer={"name": "adam", "lr": 0.05})
-    trainer = quiet_trainer(tmp_path, max_epochs=3)
+    trainer = quiet_trainer(tmp_path, max_epochs=3, log_every_n_steps=1)
     datamodule = Points(batch_size=32)
     trainer.fit(recipe, datamodule=datamodule)
     logged = set(trainer.callback_metrics)
@@ -130,6 +130,32 @@ def test_fit_validate_test_predict_log_the_stage_metrics(tmp_path):
     probabilities = torch.cat(trainer.predict(recipe, datamodule=datamodule))
     assert probabilities.shape == (60, 3)
     assert torch.allclose(probabilities.sum(-1), torch.ones(60), atol=1e-5)
+
+
+def test_per_step_values_are_logged_only_on_the_steps_the_logger_writes(tmp_path):
+    from lightning.pytorch.loggers import Logger
+
+    class Recording(Logger):
+        name, version = "recording", 0
+        steps: dict[str, list[int]] = {}
+
+        def log_metrics(self, metrics, step=None):
+            for key in metrics:
+                self.steps.setdefault(key, []).append(step)
+
+        def log_hyperparams(self, *args, **kwargs):
+            pass
+
+    recorder = Recording()
+    trainer = quiet_trainer(tmp_path, max_epochs=3, log_every_n_steps=3, logger=recorder)
+    datamodule = Points(batch_size=16)
+    trainer.fit(small_recipe(), datamodule=datamodule)
+    every_third = list(range(2, trainer.global_step, 3))  # steps count from 0
+    assert trainer.global_step > 6 and len(every_third) < trainer.global_step / 2
+    assert recorder.steps["train/loss"] == every_third
+    assert recorder.steps["train/lr"] == every_third
+    assert len(recorder.steps["train/acc"]) == 3  # one value an epoch
+    assert len(recorder.steps["val/acc"]) == 3
 
 
 def test_accuracy_is_plain_accuracy_not_a_class_average(tmp_path):

@@ -95,16 +95,15 @@ class Recipe(L.LightningModule):
         return self.model(x)
 
     def taste(self, dish: Tensor, y: Tensor, stage: str) -> Tensor:
-        """The loss against the labels; update and log the stage's metrics."""
+        """The loss against the labels; update the stage's metrics and log the loss."""
         loss = self.loss(dish, y)
-        metrics = getattr(self, f"{stage}_metrics")
-        metrics.update(dish.detach(), y)
-        training = stage == "train"
-        # train/loss per step (a curve); val/loss and test/loss averaged over the epoch.
-        self.log(f"{stage}/loss", loss.detach(), on_step=training, on_epoch=not training,
-                 prog_bar=True, batch_size=len(y), sync_dist=not training)
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val",
-                      batch_size=len(y))
+        getattr(self, f"{stage}_metrics").update(dish.detach(), y)
+        if stage != "train":  # val/loss and test/loss: averaged over the epoch
+            self.log(f"{stage}/loss", loss.detach(), on_step=False, on_epoch=True,
+                     prog_bar=True, batch_size=len(y), sync_dist=True)
+        elif self._step_is_logged():  # train/loss: a curve, one point per logged step
+            self.log("train/loss", loss.detach(), on_step=True, on_epoch=False, prog_bar=True,
+                     batch_size=len(y))
         return loss
 
     def adjust(self, loss: Tensor) -> None:
@@ -115,9 +114,9 @@ class Recipe(L.LightningModule):
         if clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=clip,
                                 gradient_clip_algorithm="norm")
-        # The rate this step used, logged before the scheduler moves it.
-        self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False,
-                 batch_size=1)
+        if self._step_is_logged():  # the rate this step used, before the scheduler moves it
+            self.log("train/lr", optimizer.param_groups[0]["lr"], on_step=True, on_epoch=False,
+                     batch_size=1)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if self._scheduler_interval() == "step":
@@ -144,8 +143,15 @@ class Recipe(L.LightningModule):
                     factor.total = int(self.trainer.estimated_stepping_batches)
 
     def on_train_epoch_end(self) -> None:
+        self._log_metrics("train")
         if self._scheduler_interval() == "epoch":
             self.lr_schedulers().step()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -186,3 +192,19 @@ class Recipe(L.LightningModule):
     def _scheduler_interval(self) -> str | None:
         configs = self.trainer.lr_scheduler_configs if self._trainer is not None else []
         return configs[0].interval if configs else None
+
+    def _step_is_logged(self) -> bool:
+        """Whether the Trainer writes this training step's on-step values to the logger (every
+        ``log_every_n_steps``-th step). ``self.log`` costs ~0.3 ms a call on CPU, a fifth of a
+        small model's step, so per-step values are logged only on the steps that are written."""
+        if self._trainer is None:
+            return True
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
+    def _log_metrics(self, stage: str) -> None:
+        """The epoch's accuracy and F1: logging the Metric objects once, at the epoch's end,
+        makes Lightning compute (and sync, and reset) them, as logging them every step would,
+        at a fraction of the cost."""
+        self.log_dict(getattr(self, f"{stage}_metrics"), on_step=False, on_epoch=True,
+                      prog_bar=stage == "val")
