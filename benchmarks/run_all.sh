@@ -17,8 +17,10 @@ EXTRA="$*"
 run layers benchmarks.layers
 run models benchmarks.models --breakdown
 run linear_limit benchmarks.linear_limit
+run conv_weight_grad benchmarks.conv_weight_grad
 run fused_ce benchmarks.fused_ce
 run lightning_tax_defaults benchmarks.lightning_tax
 run lightning_tax_fashion_cnn benchmarks.lightning_tax data=fashion_mnist model=cnn \
     trainer.limit_train_batches=40
+run lightning_tax_mnist1d_cnn benchmarks.lightning_tax experiment=mnist1d_cnn
 echo "outputs in $out"

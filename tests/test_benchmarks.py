@@ -1,0 +1,57 @@
+"""Each benchmark script runs end to end on tiny settings and prints its table: the numbers in
+benchmarks/README.md come from these scripts, so a script that breaks should fail CI. No
+timing is asserted here (timing targets live in the benchmarks themselves)."""
+
+from __future__ import annotations
+
+import pytest
+
+QUICK = ["--repeats", "2", "--warmup", "0", "--min-time", "0", "--threads", "1"]
+
+
+def run(capsys, module, argv):
+    module.main(argv)
+    return capsys.readouterr().out
+
+
+def test_layers_prints_every_requested_op_with_a_ratio(capsys):
+    from benchmarks import layers
+
+    out = run(capsys, layers, [*QUICK, "--only", "relu", "nll_loss"])
+    assert "machine:" in out
+    rows = [line for line in out.splitlines() if line.startswith("| relu")
+            or line.startswith("| nll_loss")]
+    assert len(rows) == 2 and all("[" in row for row in rows)
+
+
+def test_models_prints_both_ratios_and_the_saved_bytes_breakdown(capsys):
+    from benchmarks import models
+
+    out = run(capsys, models, [*QUICK, "--only", "mlp", "--breakdown"])
+    assert "| mlp (batch 256)" in out and "saved" in out and "| total" in out
+
+
+def test_linear_limit_compares_both_implementations_to_the_bare_gemms(capsys):
+    from benchmarks import linear_limit
+
+    out = run(capsys, linear_limit, [*QUICK, "--rows", "8", "--in", "16", "--out", "8"])
+    assert "| explicit" in out and "| native" in out
+
+
+def test_conv_weight_grad_formulations_agree_with_native(capsys):
+    from benchmarks import conv_weight_grad
+
+    out = run(capsys, conv_weight_grad,
+              [*QUICK, "--batch", "3", "--in", "4", "--out", "5", "--size", "6"])
+    rows = [line for line in out.splitlines() if line.startswith("| ")][2:]  # past the header
+    assert len(rows) == 5
+    assert all(float(row.split("|")[-2]) < 1e-4 for row in rows)  # max abs error column
+
+
+@pytest.mark.slow
+def test_lightning_tax_runs_both_loops(capsys):
+    from benchmarks import lightning_tax
+
+    out = run(capsys, lightning_tax, ["--repeats", "2", "--epochs", "1", "--threads", "1",
+                                      "data=moons", "model=mlp"])
+    assert "| lightning recipe" in out and "| bare PyTorch" in out and "lightning / bare" in out
