@@ -55,3 +55,15 @@ def test_lightning_tax_runs_both_loops(capsys):
     out = run(capsys, lightning_tax, ["--repeats", "2", "--epochs", "1", "--threads", "1",
                                       "data=moons", "model=mlp"])
     assert "| lightning recipe" in out and "| bare PyTorch" in out and "lightning / bare" in out
+
+
+def test_published_reads_the_accuracy_the_cli_prints_and_reports_a_failed_run(tmp_path,
+                                                                             monkeypatch):
+    from benchmarks import published
+
+    monkeypatch.chdir(tmp_path)  # the run folders land here
+    moons = next(row for row in published.ROWS if row.experiment == "moons_mlp")
+    accuracy, seconds, folder = published.run(moons, ["trainer.max_epochs=2"])
+    assert 0.5 < accuracy <= 1.0 and seconds > 0 and str(tmp_path) in folder
+    accuracy, _, error = published.run(moons, ["trainer.max_epochs=-3"])
+    assert accuracy is None and "exit 2" in error and "max_epochs" in error

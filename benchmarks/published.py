@@ -1,0 +1,93 @@
+"""Train the experiments that reproduce published tables, each through the CLI, and tabulate.
+
+    python -m benchmarks.published [--only NAME ...] [extra hydra overrides for every run]
+
+Each row runs ``python -m trainer experiment=NAME`` in a fresh process, exactly as a user
+would, times it (wall clock, start to exit, on the app's default of 1 thread), and reads the
+test accuracy from the line the CLI prints at the end. The figures it is set against:
+
+  MNIST-1D      github.com/greydanus/mnist1d README: logistic 32%, MLP 68%, CNN 94%
+  Fashion-MNIST github.com/zalandoresearch/fashion-mnist benchmark: 2 conv + pooling 0.916,
+                MLP 256-128-100 0.883
+  digits, moons the issue's own bars (>= 0.98; 100% on a held-out split)
+
+The run folders (TensorBoard logs, checkpoints, the composed config) stay under outputs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from benchmarks import harness
+
+
+@dataclass(frozen=True)
+class Row:
+    experiment: str
+    dataset: str
+    model: str
+    published: str
+    target: float
+
+
+ROWS = [
+    Row("mnist1d_mlp", "MNIST-1D", "MLP", "0.68 (MLP)", 0.68),
+    Row("mnist1d_cnn", "MNIST-1D", "CNN (1-D)", "0.94 (CNN)", 0.94),
+    Row("fashion_mlp", "Fashion-MNIST", "MLP", "0.883 (MLP 256-128-100)", 0.89),
+    Row("fashion_cnn", "Fashion-MNIST", "CNN", "0.916 (2 conv + pooling)", 0.92),
+    Row("digits_mlp", "digits (sklearn)", "MLP", "—", 0.98),
+    Row("moons_mlp", "two moons", "MLP", "—", 1.0),
+]
+
+_RESULT = re.compile(r"^test/acc (\d+\.\d+)", re.MULTILINE)
+_RUN_DIR = re.compile(r"^run folder: (.+)$", re.MULTILINE)
+
+
+def run(row: Row, overrides: list[str]) -> tuple[float | None, float, str]:
+    """(test accuracy or None, wall seconds, run folder or the error's last line)."""
+    command = [sys.executable, "-m", "trainer", f"experiment={row.experiment}", *overrides]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    seconds = time.perf_counter() - start
+    accuracy = _RESULT.search(done.stdout)
+    if done.returncode != 0 or accuracy is None:
+        last = (done.stderr.strip() or done.stdout.strip()).splitlines()[-1:] or ["no output"]
+        return None, seconds, f"exit {done.returncode}: {last[0]}"
+    folder = _RUN_DIR.search(done.stdout)
+    return float(accuracy.group(1)), seconds, folder.group(1) if folder else ""
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", nargs="+", metavar="NAME", help="run only these experiments")
+    p.add_argument("overrides", nargs="*", help="hydra overrides added to every run")
+    args = p.parse_args(argv)
+    rows = [r for r in ROWS if not args.only or r.experiment in args.only]
+    print("== published results, each trained by `python -m trainer experiment=NAME`")
+    print(harness.machine_line() + " (this process; each run takes the config's `threads`)")
+    print()
+    table, failures = [], 0
+    for row in rows:
+        accuracy, seconds, where = run(row, args.overrides)
+        met = accuracy is not None and accuracy >= row.target
+        failures += not met
+        table.append((row.dataset, row.model, f"`experiment={row.experiment}`", row.published,
+                      f">= {row.target:g}", "failed" if accuracy is None else f"{accuracy:.4f}",
+                      "yes" if met else "NO", f"{seconds:.0f} s"))
+        print(f"  {row.experiment}: {where}", flush=True)
+    print()
+    print(harness.table(["dataset", "model", "command", "published", "target", "test acc",
+                         "met", "wall time"], table))
+    if failures:
+        raise SystemExit(f"{failures} experiment(s) missed their target or failed")
+
+
+if __name__ == "__main__":
+    main()
