@@ -107,6 +107,7 @@ GRADCHECK_CONFIGS = [  # (rank, channels, out, kernel, size, options, unbatched,
     (2, 2, 2, 2, 3, {}, False, "per_sample"),
     (2, 2, 2, 2, 3, {}, False, "swapped"),
     (2, 1, 2, 2, 4, {"stride": 2, "padding": 1}, False, "swapped"),
+    (2, 2, 2, 3, 6, {"stride": 2, "padding": 1}, False, "swapped"),  # stride leftover: cropped
     (2, 4, 2, 2, 3, {"groups": 2, "dilation": (1, 2), "padding": (0, 1)}, False, "one_matmul"),
     (2, 4, 2, 2, 3, {"groups": 2, "dilation": (2, 1), "padding": (1, 0)}, False, "swapped"),
     (2, 1, 1, 2, 3, {"padding": "same"}, False, "per_sample"),  # even kernel: asymmetric
