@@ -10,7 +10,7 @@ explicit formulation; each is timed against native's weight gradient (``autograd
 
   swapped conv       conv2d with batch and channels swapped: x_padᵀ (C, N, H+2, W+2) with gᵀ
                      (O, N, H, W) as the kernel: a 14x14 kernel, a 3x3 output
-  width trick        the same, with the in-channels folded into the width (the library's
+  width-folded       the same, with the in-channels folded into the width (the library's
                      choice on CPU: `trainer.functional.conv._weight_grad`)
   im2col + bmm       unfold x into (N, C·9, H·W) and multiply by g per sample (MKL GEMM)
   shifted rows + mm  x channels-last with its rows padded, so that each tap is a contiguous
@@ -70,7 +70,7 @@ def formulations(x: torch.Tensor, g: torch.Tensor, weight_shape) -> dict:
     def gemm_alone():
         return torch.mm(g_matrix, cols).reshape(weight_shape)
 
-    return {"swapped conv": swapped, "width trick (library)": width_trick,
+    return {"swapped conv": swapped, "width-folded (library)": width_trick,
             "im2col + bmm": im2col_bmm, "shifted rows + mm": shifted_rows,
             "(floor) one mm, operands ready": gemm_alone}
 
