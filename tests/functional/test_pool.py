@@ -301,6 +301,55 @@ def test_backward_is_explicit_math(name):
         assert counts.get("scatter_add_", 0) == 1
 
 
+# --- tiled windows (kernel = stride): the maximum-of-views path ------------------------------
+
+
+TILED = [  # (name, shape, kernel): divisible, cropped, odd kernels, 1x1, ceil_mode-divisible
+    ("max_pool2d", (3, 4, 8, 8), 2), ("max_pool2d", (2, 3, 9, 7), 2),
+    ("max_pool2d", (2, 3, 9, 8), (3, 2)), ("max_pool2d", (2, 2, 5, 5), 1),
+    ("max_pool1d", (3, 4, 10), 2), ("max_pool1d", (2, 3, 11), 3),
+]
+
+
+@pytest.mark.parametrize("name,shape,kernel", TILED)
+@pytest.mark.parametrize("values", ["random", "ties", "nan", "inf"])
+def test_tiled_windows_match_torch_values_indices_and_grads(name, shape, kernel, values):
+    ours, ref, _ = OPS[name]
+    x = torch.randn(*shape, dtype=torch.float64)
+    if values == "ties":
+        x = x.round()  # many windows hold their max twice: the first tap must win
+    elif values == "nan":  # NaN wins its window, as in torch (the general path)
+        x.view(-1)[::7] = float("nan")
+    elif values == "inf":
+        x.view(-1)[::5] = float("inf")
+        x.view(-1)[1::5] = -float("inf")
+    x.requires_grad_()
+    testing.assert_matches_reference(lambda t: ours(t, kernel), lambda t: ref(t, kernel), x,
+                                     equal_nan=True)
+    grad_out = torch.randn_like(ref(x.detach(), kernel))
+    grad_out.view(-1)[0] = float("inf")  # non-finite g: 0 off the argmax, as torch's scatter
+    (ours_grad,) = torch.autograd.grad(ours(x, kernel), x, grad_out)
+    (ref_grad,) = torch.autograd.grad(ref(x, kernel), x, grad_out)
+    assert torch.equal(ours_grad.nan_to_num(7.0), ref_grad.nan_to_num(7.0))
+
+
+@pytest.mark.parametrize("name", ["max_pool1d", "max_pool2d"])
+def test_tiled_windows_take_the_elementwise_path_both_ways(name):
+    ours, _, spatial_dims = OPS[name]
+    x = torch.randn(2, 3, *[8] * spatial_dims, requires_grad=True)
+    with _ForwardOps() as ops:
+        ours(x, 2)
+    assert "maximum" in ops.names and not any(op.startswith("max_pool") for op in ops.names)
+    counts = testing.backward_op_counts(lambda t: ours(t, 2), x)
+    assert "scatter_add_" not in counts and counts.get("eq", 0) >= 2 ** spatial_dims  # a tap each
+    assert not any(op.endswith("_backward") for op in counts), counts
+    # a NaN in x: torch's max_pool decides (the last NaN of a window wins there)
+    nan_x = x.detach().index_fill(-1, torch.tensor([0]), float("nan")).requires_grad_()
+    with _ForwardOps() as ops:
+        ours(nan_x, 2)
+    assert any(op.startswith("max_pool") for op in ops.names)
+
+
 # --- vmap, compile, autocast -----------------------------------------------------------------
 
 
