@@ -1,14 +1,19 @@
 """Training steps of the two reference models, explicit against native.
 
     python -m benchmarks.models [--repeats N] [--threads T] [--breakdown] [--only mlp|cnn]
+                                [--noise-floor]
 
 A step is forward, loss, backward and an SGD step (momentum 0.9), from the same weights and
 batch; explicit = ``trainer.nn.convert`` of the native model and ``trainer.functional``'s
 cross_entropy. Prints the step-time ratio and the saved-activation ratio (parameters
 excluded) beside their targets; ``--breakdown`` lists every saved tensor, layer by layer.
+``--noise-floor`` adds an A/A row per model: native against a copy of itself, timed the same
+way, whose distance from 1.00 says how much of a ratio this machine's noise can explain.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 
@@ -41,6 +46,8 @@ def main(argv=None) -> None:
     p = harness.parser(__doc__.splitlines()[0], repeats=15, min_time=0.2)
     p.add_argument("--only", choices=sorted(SPECS), action="append",
                    help="benchmark only this model (repeatable)")
+    p.add_argument("--noise-floor", action="store_true",
+                   help="also time native against a copy of itself (an A/A ratio)")
     p.add_argument("--breakdown", action="store_true",
                    help="also list each saved tensor per layer, explicit and native")
     args = p.parse_args(argv)
@@ -69,6 +76,15 @@ def main(argv=None) -> None:
             f"{bytes_ratio:.3f}",
             "ok" if bytes_ratio <= target else f"MISSES <= {target:.2f}",
         ))
+        if args.noise_floor:
+            twin = copy.deepcopy(pair.native)
+            aa = harness.compare(training_step(twin, native_loss, pair.images, pair.labels),
+                                 training_step(pair.native, native_loss, pair.images,
+                                               pair.labels), args)
+            aa_low, aa_high = aa.spread
+            rows.append((f"{label}, A/A", harness.fmt_time(aa.a), harness.fmt_time(aa.b),
+                         f"{aa.ratio:.2f} [{aa_low:.2f}-{aa_high:.2f}]", "(noise floor)",
+                         "", "", ""))
         if args.breakdown:
             for side, model, loss_fn in (("explicit", pair.explicit, explicit_loss),
                                          ("native", pair.native, native_loss)):

@@ -15,7 +15,7 @@ run() {
 }
 EXTRA="$*"
 run layers benchmarks.layers
-run models benchmarks.models --breakdown
+run models benchmarks.models --breakdown --noise-floor
 run linear_limit benchmarks.linear_limit
 run conv_weight_grad benchmarks.conv_weight_grad
 run fused_ce benchmarks.fused_ce

@@ -67,3 +67,11 @@ def test_published_reads_the_accuracy_the_cli_prints_and_reports_a_failed_run(tm
     assert 0.5 < accuracy <= 1.0 and seconds > 0 and str(tmp_path) in folder
     accuracy, _, error = published.run(moons, ["trainer.max_epochs=-3"])
     assert accuracy is None and "exit 2" in error and "max_epochs" in error
+
+
+def test_models_noise_floor_adds_an_a_over_a_row(capsys):
+    from benchmarks import models
+
+    out = run(capsys, models, [*QUICK, "--only", "mlp", "--noise-floor"])
+    rows = [line for line in out.splitlines() if line.startswith("| mlp")]
+    assert len(rows) == 2 and "A/A" in rows[1] and "(noise floor)" in rows[1]
