@@ -163,11 +163,11 @@ def flat_to_local_argmax(indices: Tensor, in_hw, out_hw, window: Window, spatial
 # elementwise maximum of kH·kW views, and the window-local argmax is
 #     a = Σ_{t < K−1} Π_{s ≤ t} [x_s ≠ y]      (the number of leading taps that are not the max,
 #                                              i.e. the first maximal tap, as native picks it)
-# all vectorized elementwise ops: 2.8x faster than native max_pool2d's NCHW kernel for 2x2/2 on
-# this CPU (python -m benchmarks.layers --only max_pool). Backward writes g · [a = t] into each
-# tap's view of a fresh buffer: no scatter, no int64 positions. Native semantics for NaN (the
-# last NaN wins) and for non-finite g (0 off the argmax, not NaN·0) take the general path, as do
-# torch.compile, torch.func transforms and double backward.
+# all vectorized elementwise ops: 2x2/2 forward+backward in ~0.5x native max_pool2d's time on
+# this CPU, whose NCHW kernel is slow (python -m benchmarks.layers --only max_pool). Backward
+# writes g · [a = t] into each tap's view of a fresh buffer: no scatter, no int64 positions.
+# Native semantics for NaN (the last NaN wins) and for non-finite g (0 off the argmax, not
+# NaN·0) take the general path, as do torch.compile, torch.func transforms and double backward.
 
 
 def _tiled(window: Window, ceil_mode: bool, in_hw, device) -> bool:
@@ -194,7 +194,7 @@ def _tap_views(t: Tensor, window: Window, out_hw, spatial_dims: int) -> list[Ten
 
 
 def _tiled_max_pool(input: Tensor, window: Window, track: bool, spatial_dims: int):
-    """(y, window-local argmax as uint8 or None if untracked), or None when y has a NaN."""
+    """(y, window-local argmax as uint8; empty when untracked), or None when y has a NaN."""
     in_hw = _spatial(input.shape, spatial_dims)
     out_hw = tuple(size // k for size, k in zip(in_hw, window.kernel))
     taps = _tap_views(input, window, out_hw, spatial_dims)
