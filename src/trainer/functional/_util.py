@@ -114,3 +114,19 @@ def autocast_lower(device_type: str, *tensors: torch.Tensor | None):
         t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
         for t in tensors
     )
+
+
+def in_place_ok() -> bool:
+    """True when no graph is being recorded through the backward (create_graph=False)."""
+    return not torch.is_grad_enabled()
+
+
+def batched(g: torch.Tensor) -> bool:
+    """Whether g may carry a vmapped dim that the saved tensors lack: under a torch.func
+    transform, or autograd's own (legacy) vmap over batched grad_outputs (``is_grads_batched``).
+    In-place ops that g feeds into a buffer built from saved tensors, and ``out=``, fail there.
+    (Neither happens while torch.compile traces, which cannot call the second check.)"""
+    if torch.compiler.is_compiling():
+        return False
+    return (torch._C._are_functorch_transforms_active()
+            or torch._C._functorch.is_legacy_batchedtensor(g))

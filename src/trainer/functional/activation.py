@@ -1,9 +1,9 @@
 """Activations and (log-)softmax, each with its derivative written out.
 
 Two ways through a backward, same formula:
-- a first-order backward (grad mode off, ``_in_place_ok()``): the terms accumulate in place in
+- a first-order backward (grad mode off, ``in_place_ok()``): the terms accumulate in place in
   one or two fresh buffers, which saves allocations (and, on CPU, page faults) per call. Where
-  g may be batched (``_batched``: autograd vmaps this path over batched grad_outputs, with
+  g may be batched (``batched``: autograd vmaps this path over batched grad_outputs, with
   ``is_grads_batched``, and then g is batched and the saved tensors not), g never goes in place
   into a buffer built from saved tensors, nor through ``out=``.
 - double backward and torch.func's grad (grad mode on): out-of-place ops, in place only with
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
 
-from ._util import ShapeError, check_float, fail, shape_str, to_dtype
+from ._util import ShapeError, batched, check_float, fail, in_place_ok, shape_str, to_dtype
 
 _LOG2E = 1.0 / math.log(2.0)
 _SQRT1_2 = math.sqrt(0.5)
@@ -33,25 +33,9 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_TANH_CUBIC = 0.044715
 
 
-def _in_place_ok() -> bool:
-    """True when no graph is being recorded through the backward (create_graph=False)."""
-    return not torch.is_grad_enabled()
-
-
-def _batched(g: Tensor) -> bool:
-    """Whether g may carry a vmapped dim that the saved tensors lack: under a torch.func
-    transform, or autograd's own (legacy) vmap over batched grad_outputs (``is_grads_batched``).
-    In-place ops that g feeds into a buffer built from saved tensors, and ``out=``, fail there.
-    (Neither happens while torch.compile traces, which cannot call the second check.)"""
-    if torch.compiler.is_compiling():
-        return False
-    return (torch._C._are_functorch_transforms_active()
-            or torch._C._functorch.is_legacy_batchedtensor(g))
-
-
 def _times_g(dydx: Tensor, g: Tensor) -> Tensor:
     """g · dydx, in place in the fresh buffer ``dydx`` unless g may be batched and it not."""
-    return g * dydx if _batched(g) else dydx.mul_(g)
+    return g * dydx if batched(g) else dydx.mul_(g)
 
 
 class _Function(torch.autograd.Function):
@@ -117,7 +101,7 @@ class ReLU(_Function):
     def backward(ctx, g: Tensor):
         (packed,) = ctx.saved_tensors
         positive = _unpack_bits(packed, ctx.shape)  # uint8 0/1
-        if _in_place_ok():
+        if in_place_ok():
             return _as_float_like(g, positive).mul_(g), None
         return g * positive, None  # differentiable in g
 
@@ -171,7 +155,7 @@ class LeakyReLU(_Function):
         positive = _unpack_bits(packed, ctx.shape)  # uint8 0/1
         slope = ctx.negative_slope
         dydx = _as_float_like(g, positive).mul_(1.0 - slope).add_(slope)  # m + s·(1 − m)
-        return (dydx.mul_(g) if _in_place_ok() else g * dydx), None, None
+        return (dydx.mul_(g) if in_place_ok() else g * dydx), None, None
 
 
 def _positive(x: Tensor) -> Tensor:
@@ -268,7 +252,7 @@ class GELU(_Function):
         x = to_dtype(x, g.dtype)
         if ctx.approximate == "tanh":
             return _gelu_tanh_grad(x, g), None
-        if _in_place_ok():
+        if in_place_ok():
             return _gelu_grad_first_order(x, g), None
         # φ(x) = 2^(log₂φ(x)),  log₂φ(x) = −x²·log₂e/2 − log₂√(2π)
         pdf = torch.addcmul(x.new_full((), _LOG2_INV_SQRT_2PI), x, x, value=-0.5 * _LOG2E)
@@ -297,7 +281,7 @@ def _gelu_tanh_grad(x: Tensor, g: Tensor) -> Tensor:
     """g·(s + 2x·u′·s(1 − s)) with s = σ(2u), 2u = 2k·x(1 + c·x²), 2u′ = 2k(1 + 3c·x²)."""
     k, c = _SQRT_2_OVER_PI, _GELU_TANH_CUBIC
     two_k = x.new_full((), 2.0 * k)
-    if _in_place_ok():  # two buffers: s, and one like g that ends as the result
+    if in_place_ok():  # two buffers: s, and one like g that ends as the result
         x_sq = torch.empty_like(g).copy_(x).square_()
         s = torch.add(two_k, x_sq, alpha=2.0 * k * c).mul_(x).sigmoid_()
         x_two_du_s = x_sq.mul_(6.0 * k * c).add_(2.0 * k).mul_(x).mul_(s)
@@ -346,7 +330,7 @@ class SiLU(_Function):
         (x,) = ctx.saved_tensors
         x = to_dtype(x, g.dtype)
         s = torch.sigmoid(x)
-        if _in_place_ok():
+        if in_place_ok():
             v = torch.addcmul(x, x, s, value=-1.0)  # x(1 − s)
             return _times_g(s.addcmul_(s, v), g), None  # s + s·v = s(1 + x(1 − s)), times g
         # g·s·(1 + x(1 − s)) = g·s + x·(g·s − g·s·s)
@@ -378,7 +362,7 @@ class Sigmoid(_Function):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
         dydx = torch.addcmul(y, y, y, value=-1.0)  # y − y²
-        return _times_g(dydx, g) if _in_place_ok() else g * dydx
+        return _times_g(dydx, g) if in_place_ok() else g * dydx
 
 
 class Tanh(_Function):
@@ -404,7 +388,7 @@ class Tanh(_Function):
     def backward(ctx, g: Tensor):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
-        if _in_place_ok():
+        if in_place_ok():
             return _times_g(torch.addcmul(y.new_ones(()), y, y, value=-1.0), g)  # (1 − y²)·g
         return torch.addcmul(g, g * y, y, value=-1.0)
 
@@ -435,7 +419,7 @@ class Softmax(_Function):
         y = to_dtype(y, g.dtype)
         g_y = g * y
         sum_g_y = g_y.sum(ctx.dim, keepdim=True)
-        if _in_place_ok():
+        if in_place_ok():
             return g_y.addcmul_(y, sum_g_y, value=-1.0), None, None
         return torch.addcmul(g_y, y, sum_g_y, value=-1.0), None, None
 
@@ -466,7 +450,7 @@ class LogSoftmax(_Function):
         y = to_dtype(y, g.dtype)
         sum_g = g.sum(ctx.dim, keepdim=True)
         softmax = (y * _LOG2E).exp2_()  # = e^y; exp2's derivative needs only its result
-        if _in_place_ok() and not _batched(g):  # g − e^y·Σg, into e^y's buffer
+        if in_place_ok() and not batched(g):  # g − e^y·Σg, into e^y's buffer
             return torch.addcmul(g, softmax, sum_g, value=-1.0, out=softmax), None, None
         return torch.addcmul(g, softmax, sum_g, value=-1.0), None, None
 

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import check_float, fail
-from .activation import _batched, _Function
+from ._util import batched, check_float, fail
+from .activation import _Function
 
 # lowbias32 (C. Wellons' integer hash): two multiply–xorshift rounds with full avalanche.
 _WEYL_STEP = 0x9E3779B1 - (1 << 32)  # ≈ 2³²/φ, as an int32: spreads consecutive indices
@@ -47,7 +47,7 @@ class Dropout(_Function):
             keep = _keep_like(seed, input, p)
             if inplace:
                 out = input.mul_(keep)
-            elif _batched(input):  # under vmap, x or the mask may be batched and the other not
+            elif batched(input):  # under vmap, x or the mask may be batched and the other not
                 out = input * keep
             else:
                 out = keep.mul_(input)  # into the mask's fresh buffer
@@ -72,7 +72,7 @@ class Dropout(_Function):
             keep = _keep_like(seed, g, ctx.p)
             # m·g·(1/(1 − p)), in place in the mask's buffer where that is safe: not when
             # double backward needs g · m recorded, nor where g may be batched and m not
-            if torch.is_grad_enabled() or _batched(g):
+            if torch.is_grad_enabled() or batched(g):
                 grad = (g * keep).mul_(1.0 / (1.0 - ctx.p))
             else:
                 grad = keep.mul_(g).mul_(1.0 / (1.0 - ctx.p))
@@ -86,10 +86,10 @@ def _keep_like(seed: Tensor, like: Tensor, p: float) -> Tensor:
     Hashes each flat index with the seed into a uniform int32 h (see :func:`_hash`), then keeps
     h ≥ t with t = −2³¹ + round(p·2³²), so that P(keep) = 1 − p to within 2⁻³².
     """
-    batched = _batched(like)  # torch.func transforms and batched grads take no out=
-    h = _hash(seed, like.shape, out_ok=not batched)
+    out_ok = not batched(like)  # torch.func transforms and batched grads take no out=
+    h = _hash(seed, like.shape, out_ok=out_ok)
     threshold = min(round(p * 2.0**32) - (1 << 31), (1 << 31) - 1)
-    if batched:
+    if not out_ok:
         return (h >= threshold).to(like.dtype)
     # A comparison writing bool (or to another dtype) runs torch's scalar loop on CPU; into
     # int32, its input's dtype, it is vectorised. The copy then casts to like's dtype.

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ._util import fail, ntuple, shape_str, to_dtype
+from ._util import batched, fail, in_place_ok, ntuple, shape_str, to_dtype
 
 
 class Window(NamedTuple):
@@ -262,10 +262,9 @@ def _max_pool_backward(ctx, g: Tensor, spatial_dims: int) -> Tensor | None:
     (local,) = ctx.saved_tensors
     if local is None:
         return None
-    if (not torch.is_grad_enabled() and local.dtype == torch.uint8
+    if (in_place_ok() and not batched(g) and local.dtype == torch.uint8
             and _tiled(ctx.window, ctx.ceil_mode, _spatial(ctx.input_shape, spatial_dims),
                        g.device)
-            and not torch._C._functorch.is_legacy_batchedtensor(g)
             and bool(torch.isfinite(g.sum()))):  # non-finite g (or an overflowing sum)
         return _tiled_max_pool_backward(g, local, ctx.input_shape, ctx.window, spatial_dims)
     in_hw = _spatial(ctx.input_shape, spatial_dims)
