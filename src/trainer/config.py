@@ -391,6 +391,7 @@ class GradientCheckConfig:
     every_n_steps: int = checked(200, at_least(1))
     tolerance: float = checked(1e-6, greater_than(0.0))  # largest relative error allowed
     dtype: str = checked("float64", one_of("float64", "float32"))  # float32: tolerance ~1e-3
+    samples: int = checked(32, at_least(0))  # the batch's first examples checked; 0: all
 
 
 @dataclass

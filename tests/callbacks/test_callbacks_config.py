@@ -28,7 +28,8 @@ def test_on_by_default_with_their_frequencies(tmp_path):
     flow, check = made[callbacks.GradientFlow], made[callbacks.GradientCheck]
     pictures = made[callbacks.Pictures]
     assert (flow.every_n_steps, flow.histograms_every_n_steps) == (25, 100)
-    assert (check.every_n_steps, check.tolerance, check.dtype) == (200, 1e-6, "float64")
+    assert (check.every_n_steps, check.tolerance, check.dtype, check.samples) == (
+        200, 1e-6, "float64", 32)
     assert (pictures.every_n_epochs, pictures.worst_examples) == (5, 16)
 
 
@@ -60,6 +61,8 @@ def test_set_and_switched_off_from_the_command_line(tmp_path):
      "must be > 0"),
     ("callbacks.gradient_check.dtype=float16", "callbacks.gradient_check.dtype",
      "must be one of 'float64', 'float32'"),
+    ("callbacks.gradient_check.samples=-1", "callbacks.gradient_check.samples",
+     "must be >= 0"),
     ("callbacks.gradient_check.enabled=maybe", "callbacks.gradient_check.enabled",
      "not a valid bool"),
     ("callbacks.pictures.worst_examples=100", "callbacks.pictures.worst_examples",

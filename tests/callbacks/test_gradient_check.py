@@ -9,7 +9,7 @@ from callback_helpers import Blobs, RecordingLogger, quiet_trainer, recipe
 import trainer.functional
 import trainer.nn as nn
 from trainer import models
-from trainer.callbacks import GradientCheck, GradientCheckError
+from trainer.callbacks import GradientCheck, GradientCheckError, gradient_check
 from trainer.callbacks.gradient_check import (
     builtin_functional,
     compare_with_autograd,
@@ -131,6 +131,8 @@ def test_refuses_bad_settings():
         GradientCheck(every_n_steps=0)
     with pytest.raises(ValueError, match="dtype"):
         GradientCheck(dtype="float16")
+    with pytest.raises(ValueError, match="samples"):
+        GradientCheck(samples=-1)
 
 
 def test_ops_called_outside_layers_are_checked_too(monkeypatch):
@@ -200,3 +202,19 @@ def test_cli_reports_a_failed_check_in_one_line(monkeypatch, capsys):
     assert exit_info.value.code == 4
     err = capsys.readouterr().err
     assert err.startswith("error: gradient check failed at step 7") and "model.0" in err
+
+
+def test_checks_the_first_samples_of_the_batch(tmp_path, monkeypatch):
+    seen = []
+
+    def record(network, loss_fn, x, y, dtype):
+        seen.append((len(x), len(y)))
+        return {}
+
+    monkeypatch.setattr(gradient_check, "compare_with_autograd", record)
+    for samples, expected in ((5, 5), (0, 16), (100, 16)):
+        seen.clear()
+        trainer = quiet_trainer(tmp_path, [GradientCheck(every_n_steps=1, samples=samples)],
+                                RecordingLogger(), max_steps=2, limit_val_batches=0)
+        trainer.fit(recipe(), datamodule=Blobs(batch_size=16))
+        assert seen == [(expected, expected)] * 2

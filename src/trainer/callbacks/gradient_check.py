@@ -2,7 +2,7 @@
 very batch and weights the run is at.
 
 Every ``every_n_steps`` steps (from step 0, so a broken rule stops the run at once) the
-current batch goes through two copies of the network and its loss: one as trained (explicit
+current batch (its first ``samples`` examples) goes through two copies of the network and its loss: one as trained (explicit
 layers), one turned back into ``torch.nn`` by :func:`trainer.nn.to_torch` (built-in autograd).
 For each parameter the callback logs the largest difference between the two gradients,
 relative to the gradient's largest entry (or to 1e-3 of the model's largest gradient entry,
@@ -154,21 +154,29 @@ class GradientCheck(Callback):
         tolerance: the largest relative error allowed; more raises :class:`GradientCheckError`.
         dtype: ``"float64"`` (default) or ``"float32"`` for the two copies; float32 needs a
             looser tolerance (~1e-3).
+        samples: check on the batch's first ``samples`` examples (0: the whole batch). Every
+            rule is exercised by a few examples as by many, and the check's cost (two float64
+            passes) grows with them: ~360 ms for the Fashion-MNIST CNN's batch of 128 on one
+            CPU core, ~70 ms for 32.
         network, loss: the LightningModule's attributes holding the network and the loss
             module (the :class:`~trainer.recipe.Recipe`'s ``model`` and ``loss``); the step's
             batch is ``(x, y, ...)``.
     """
 
     def __init__(self, every_n_steps: int = 100, tolerance: float = 1e-6,
-                 dtype: str = "float64", network: str = "model", loss: str = "loss"):
+                 dtype: str = "float64", samples: int = 32, network: str = "model",
+                 loss: str = "loss"):
         if every_n_steps < 1:
             raise ValueError(f"GradientCheck: every_n_steps must be >= 1, got {every_n_steps}")
         if dtype not in DTYPES:
             raise ValueError(f"GradientCheck: dtype must be one of {', '.join(DTYPES)}, "
                              f"got {dtype!r}")
+        if samples < 0:
+            raise ValueError(f"GradientCheck: samples must be >= 0, got {samples}")
         self.every_n_steps = every_n_steps
         self.tolerance = tolerance
         self.dtype = dtype
+        self.samples = samples
         self.network, self.loss = network, loss
         self._batch = None
         self._step = 0
@@ -185,7 +193,10 @@ class GradientCheck(Callback):
             return
         batch, self._batch = self._batch, None
         network, loss_fn = getattr(pl_module, self.network), getattr(pl_module, self.loss)
-        errors = compare_with_autograd(network, loss_fn, batch[0], batch[1], DTYPES[self.dtype])
+        x, y = batch[0], batch[1]
+        if self.samples:
+            x, y = x[:self.samples], y[:self.samples]
+        errors = compare_with_autograd(network, loss_fn, x, y, DTYPES[self.dtype])
         self.errors = {f"{self.network}.{name}": error for name, error in errors.items()}
         if not self.errors:
             return
