@@ -10,7 +10,7 @@ import torch
 
 from trainer import data
 from trainer.callbacks import HParamsSummary, flatten
-from trainer.recipe import Recipe, WarmupCosine, build_optimizer
+from trainer.recipe import Recipe, WarmupCosine, build_optimizer, scores
 
 MLP = {"name": "mlp", "hidden": [32], "norm": None, "dropout": 0.0}
 
@@ -158,14 +158,49 @@ def test_per_step_values_are_logged_only_on_the_steps_the_logger_writes(tmp_path
     assert len(recorder.steps["val/acc"]) == 3
 
 
-def test_accuracy_is_plain_accuracy_not_a_class_average(tmp_path):
+def test_accuracy_is_plain_accuracy_not_a_class_average():
     recipe = small_recipe()
-    metrics = recipe.test_metrics
+    confusion = recipe.test_confusion
     # 3 of 4 right, but class 1 (one sample) always wrong: plain accuracy 0.75, macro 0.667.
     logits = torch.tensor([[9.0, 0, 0], [9.0, 0, 0], [9.0, 0, 0], [0, 0, 9.0]])
-    metrics.update(logits, torch.tensor([0, 0, 1, 2]))
-    computed = metrics.compute()
-    assert computed["test/acc"] == pytest.approx(0.75)
+    confusion.update(logits, torch.tensor([0, 0, 1, 2]))
+    computed = scores(confusion.compute())
+    assert computed["acc"] == pytest.approx(0.75)
+    # F1: class 0 2·2/(2+3), class 1 0, class 2 1
+    assert computed["f1"] == pytest.approx((0.8 + 0.0 + 1.0) / 3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scores_equal_torchmetrics_accuracy_and_macro_f1(seed):
+    from torchmetrics.classification import (
+        MulticlassAccuracy,
+        MulticlassConfusionMatrix,
+        MulticlassF1Score,
+    )
+
+    gen = torch.Generator().manual_seed(seed)
+    classes = 7
+    # some classes never occur as labels, some never as predictions, some neither
+    labels = torch.randint(0, 4, (50,), generator=gen)
+    logits = torch.randn(50, classes, generator=gen)
+    logits[:, 5] += 3.0 * (seed % 2)  # on odd seeds, class 5 is predicted but never a label
+    confusion = MulticlassConfusionMatrix(classes)
+    accuracy = MulticlassAccuracy(classes, average="micro")
+    f1 = MulticlassF1Score(classes, average="macro")
+    for part in range(0, 50, 20):  # several batches, as in an epoch
+        for metric in (confusion, accuracy, f1):
+            metric.update(logits[part:part + 20], labels[part:part + 20])
+    computed = scores(confusion.compute())
+    assert computed["acc"].item() == pytest.approx(accuracy.compute().item(), abs=1e-7)
+    assert computed["f1"].item() == pytest.approx(f1.compute().item(), abs=1e-7)
+
+
+def test_metrics_restart_every_epoch(tmp_path):
+    recipe = small_recipe(optimizer={"name": "adam", "lr": 0.05})
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
+    trainer.fit(recipe, datamodule=Points(batch_size=32))
+    assert not recipe.train_confusion.update_called  # reset at the epoch's end
+    assert not recipe.val_confusion.update_called
 
 
 def test_checkpoint_loads_with_weights_only_and_rebuilds(tmp_path):
