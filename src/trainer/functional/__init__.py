@@ -4,11 +4,6 @@ Every op here is a ``torch.autograd.Function`` whose backward is written out as 
 ``import trainer.functional as F`` is the whole change a user makes.
 """
 
-import inspect as _inspect
-import sys as _sys
-
-import torch as _torch
-
 from ._util import ShapeError
 from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, tanh
 from .attention import scaled_dot_product_attention
@@ -50,18 +45,3 @@ __all__ = [
     "softmax",
     "tanh",
 ]
-
-
-def _cache_forward_signatures() -> None:
-    """``Function.apply`` binds arguments with ``inspect.signature(forward)`` on every call in
-    the setup_context style; a cached ``__signature__`` makes that lookup free (~15 µs a call)."""
-    for name, module in list(_sys.modules.items()):
-        if not name.startswith(__name__ + "."):
-            continue
-        for obj in vars(module).values():
-            if (isinstance(obj, type) and issubclass(obj, _torch.autograd.Function)
-                    and obj.__module__ == name and "forward" in vars(obj)):
-                obj.forward.__signature__ = _inspect.signature(obj.forward)
-
-
-_cache_forward_signatures()

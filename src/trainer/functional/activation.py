@@ -22,9 +22,17 @@ import warnings
 
 import torch
 from torch import Tensor
-from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
 
-from ._util import ShapeError, batched, check_float, fail, in_place_ok, shape_str, to_dtype
+from ._util import (
+    Function,
+    ShapeError,
+    batched,
+    check_float,
+    fail,
+    in_place_ok,
+    shape_str,
+    to_dtype,
+)
 
 _LOG2E = 1.0 / math.log(2.0)
 _SQRT1_2 = math.sqrt(0.5)
@@ -38,26 +46,7 @@ def _times_g(dydx: Tensor, g: Tensor) -> Tensor:
     return g * dydx if batched(g) else dydx.mul_(g)
 
 
-class _Function(torch.autograd.Function):
-    """``torch.autograd.Function`` with a leaner ``apply`` for a plain eager call.
-
-    ``Function.apply`` binds the arguments to ``forward``'s signature on every call, for the
-    defaults and keywords of the setup_context style; the ops here always pass every argument
-    positionally, so outside torch.func transforms (and without keywords) that step is skipped
-    and the call goes straight to the C++ apply, as ``Function.apply`` itself ends: about 4 µs
-    less per call, a few percent of a small activation. Transforms and keywords take the full
-    ``Function.apply``; torch.compile traces ``apply`` by name and never runs this.
-    """
-
-    @classmethod
-    def apply(cls, *args, **kwargs):
-        if kwargs or torch._C._are_functorch_transforms_active():
-            return super().apply(*args, **kwargs)
-        # as Function.apply: tensors left behind by a finished torch.func transform unwrapped
-        return super(torch.autograd.Function, cls).apply(*_unwrap_dead_wrappers(args))
-
-
-class ReLU(_Function):
+class ReLU(Function):
     r"""y = max(x, 0)
 
     Backward, with g = ∂L/∂y:
@@ -106,7 +95,7 @@ class ReLU(_Function):
         return g * positive, None  # differentiable in g
 
 
-class LeakyReLU(_Function):
+class LeakyReLU(Function):
     r"""y = x if x > 0 else s·x,   s = negative_slope
 
     Backward, with g = ∂L/∂y and m = [x > 0]:
@@ -217,7 +206,7 @@ def _as_float_like(g: Tensor, mask: Tensor) -> Tensor:
     return torch.empty_like(g).copy_(mask)
 
 
-class GELU(_Function):
+class GELU(Function):
     r"""approximate='none':  y = x·Φ(x),   Φ(x) = ½(1 + erf(x/√2)),   φ(x) = e^(−x²/2)/√(2π)
     approximate='tanh':  y = ½x(1 + tanh u) = x·σ(2u),   u = √(2/π)(x + 0.044715x³)
 
@@ -292,7 +281,7 @@ def _gelu_tanh_grad(x: Tensor, g: Tensor) -> Tensor:
     return g * torch.addcmul(s, x_two_du, torch.addcmul(s, s, s, value=-1.0))
 
 
-class SiLU(_Function):
+class SiLU(Function):
     r"""y = x·σ(x)
 
     Backward, with g = ∂L/∂y and s = σ(x):
@@ -338,7 +327,7 @@ class SiLU(_Function):
         return torch.addcmul(g_s, x, torch.addcmul(g_s, g_s, s, value=-1.0)), None
 
 
-class Sigmoid(_Function):
+class Sigmoid(Function):
     r"""y = σ(x) = 1 / (1 + e^(−x))
 
     Backward, with g = ∂L/∂y:
@@ -365,7 +354,7 @@ class Sigmoid(_Function):
         return _times_g(dydx, g) if in_place_ok() else g * dydx
 
 
-class Tanh(_Function):
+class Tanh(Function):
     r"""y = tanh(x)
 
     Backward, with g = ∂L/∂y:
@@ -393,7 +382,7 @@ class Tanh(_Function):
         return torch.addcmul(g, g * y, y, value=-1.0)
 
 
-class Softmax(_Function):
+class Softmax(Function):
     r"""y_i = e^(x_i) / Σ_j e^(x_j)   along ``dim`` (x first cast to ``dtype`` when given)
 
     Backward, with g = ∂L/∂y (the Jacobian is diag(y) − y yᵀ along dim):
@@ -424,7 +413,7 @@ class Softmax(_Function):
         return torch.addcmul(g_y, y, sum_g_y, value=-1.0), None, None
 
 
-class LogSoftmax(_Function):
+class LogSoftmax(Function):
     r"""y_i = x_i − log Σ_j e^(x_j)   along ``dim`` (x first cast to ``dtype`` when given)
 
     Backward, with g = ∂L/∂y (the Jacobian is I − 1·softmaxᵀ along dim):

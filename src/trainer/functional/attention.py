@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import fail, shape_str, sum_to_shape
+from ._util import Function, fail, shape_str, sum_to_shape
 
 _OP = "scaled_dot_product_attention"
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -17,7 +17,7 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _CHUNK_SCORES = 1 << 18
 
 
-class ScaledDotProductAttention(torch.autograd.Function):
+class ScaledDotProductAttention(Function):
     r"""O = P̃ V,   P̃ = P ⊙ M / (1 − p),   P = softmax(S),   S = scale · Q Kᵀ + B
 
     Q: (*, L, E),  K: (*, S, E),  V: (*, S, Ev),  batch dims broadcast;  O: (*, L, Ev).

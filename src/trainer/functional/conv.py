@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ._util import check_float, fail, ntuple, shape_str, to_dtype
+from ._util import Function, check_float, fail, ntuple, shape_str, to_dtype
 
 _CONV = {1: torch_F.conv1d, 2: torch_F.conv2d}
 _CONV_TRANSPOSE = {1: torch_F.conv_transpose1d, 2: torch_F.conv_transpose2d}
@@ -226,7 +226,7 @@ def _pad_arg(lo: Sequence[int], hi: Sequence[int]) -> list[int]:
     return [pad for d in reversed(range(len(lo))) for pad in (lo[d], hi[d])]
 
 
-class Conv1d(torch.autograd.Function):
+class Conv1d(Function):
     r"""y[n, o, t] = b[o] + Σ_{c ∈ group(o)} Σ_k W[o, c, k] · x_pad[n, c, t·s + k·d]
 
     x: (N, C, L) or (C, L),  W: (O, C/groups, K),  s = stride, d = dilation, x_pad = x with lo
@@ -257,7 +257,7 @@ class Conv1d(torch.autograd.Function):
         return _backward(ctx, g)
 
 
-class Conv2d(torch.autograd.Function):
+class Conv2d(Function):
     r"""y[n, o, i, j] = b[o] + Σ_{c∈group(o)} Σ_{p,q} W[o,c,p,q] · x_pad[n,c, i·s₀+p·d₀, j·s₁+q·d₁]
 
     x: (N, C, H, W) or (C, H, W),  W: (O, C/groups, KH, KW),  s = stride, d = dilation,

@@ -7,8 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import batched, check_float, fail
-from .activation import _Function
+from ._util import Function, batched, check_float, fail
 
 # lowbias32 (C. Wellons' integer hash): two multiply–xorshift rounds with full avalanche.
 _WEYL_STEP = 0x9E3779B1 - (1 << 32)  # ≈ 2³²/φ, as an int32: spreads consecutive indices
@@ -17,7 +16,7 @@ _MIX_2 = 0x846CA68B - (1 << 32)
 _INT32_COUNTER_LIMIT = 1 << 31  # above this many elements the counter is folded from int64
 
 
-class Dropout(_Function):
+class Dropout(Function):
     r"""y = x · m / (1 − p),   m_i = [h(seed, i) ≥ t] ~ Bernoulli(1 − p), independent over i
 
     h is a counter-based hash: a pure function of the seed and the element's flat index, so

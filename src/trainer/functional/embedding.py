@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._util import ShapeError, fail, shape_str
+from ._util import Function, ShapeError, fail, shape_str
 
 
 class EmbeddingIndexError(ShapeError, IndexError):
@@ -17,7 +17,7 @@ class PaddingIdxError(ShapeError, AssertionError):
     """padding_idx outside [-num_embeddings, num_embeddings): torch raises ``AssertionError``."""
 
 
-class Embedding(torch.autograd.Function):
+class Embedding(Function):
     r"""y[i] = W[idx[i]],   idx: (*) integer,  W: (V, D),  y: (*, D)
 
     Backward, with g = ∂L/∂y: each looked-up row sends its gradient back to the row it came from,

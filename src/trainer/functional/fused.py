@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._util import autocast_lower, check_float, fail, shape_str
+from ._util import Function, autocast_lower, check_float, fail, shape_str
 
 #: Without an explicit ``chunk_size``, each chunk's logits block holds at most this many
 #: elements (16 MiB in float32): small enough that the temporaries stay far below the full
@@ -15,7 +15,7 @@ AUTO_CHUNK_ELEMENTS = 1 << 22
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-class LinearCrossEntropy(torch.autograd.Function):
+class LinearCrossEntropy(Function):
     r"""loss = reduce_r CE(x[r] Wᵀ + b, t[r]),   x: (N, H),  W: (V, H),  b: (V,),  t: (N,)
 
     Per row r with logits z = x[r] Wᵀ + b, ε = label_smoothing and lse = log Σ_c exp(z_c):

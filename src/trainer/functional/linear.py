@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import check_same_dtype, fail, shape_str, sum_to_shape, to_dtype
+from ._util import Function, check_same_dtype, fail, shape_str, sum_to_shape, to_dtype
 
 
-class Linear(torch.autograd.Function):
+class Linear(Function):
     r"""y = x Wᵀ + b,   x: (*, in),  W: (out, in),  b: (out,)
 
     Backward, with g = ∂L/∂y of shape (*, out), and rows = all leading dims flattened:

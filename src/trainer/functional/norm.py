@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._util import check_float, check_same_dtype, fail, shape_str, to_dtype
+from ._util import Function, check_float, check_same_dtype, fail, shape_str, to_dtype
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -66,7 +66,7 @@ def _row_sum(rows: Tensor, weights: Tensor | None, use_matmul: bool) -> Tensor:
     return torch.mv(rows, weights).view(-1, 1)
 
 
-class BatchNorm(torch.autograd.Function):
+class BatchNorm(Function):
     r"""y = γ·x̂ + β,  x̂ = (x − μ)·rstd,  rstd = 1/√(σ² + ε),  x: (N, C, *),  γ, β: (C,)
 
     Training: μ, σ² are the biased mean and variance of each channel over its m = N·∏* values,
@@ -262,7 +262,7 @@ def _maybe_shape(t: Tensor | None) -> str:
     return "None" if t is None else shape_str(t)
 
 
-class LayerNorm(torch.autograd.Function):
+class LayerNorm(Function):
     r"""y = γ·x̂ + β,  x̂ = (x − μ)·rstd,  rstd = 1/√(σ² + ε),  x: (*, *S),  γ, β: S
 
     μ, σ² are the biased mean and variance of each row's D = ∏S trailing values.

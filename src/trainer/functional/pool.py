@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ._util import batched, fail, in_place_ok, ntuple, shape_str, to_dtype
+from ._util import Function, batched, fail, in_place_ok, ntuple, shape_str, to_dtype
 
 
 class Window(NamedTuple):
@@ -291,7 +291,7 @@ def _max_pool_backward(ctx, g: Tensor, spatial_dims: int) -> Tensor | None:
     return grad.reshape(ctx.input_shape)
 
 
-class MaxPool2d(torch.autograd.Function):
+class MaxPool2d(Function):
     r"""y[n,c,i,j] = max over taps (kh, kw) of x[n,c, i·sH − pH + kh·dH, j·sW − pW + kw·dW]
     (taps in the −∞ padding never win). a[n,c,i,j] = kh·kW + kw of the first maximal tap.
 
@@ -327,7 +327,7 @@ class MaxPool2d(torch.autograd.Function):
         return _max_pool_backward(ctx, g, 2), None, None, None, None
 
 
-class MaxPool1d(torch.autograd.Function):
+class MaxPool1d(Function):
     r"""y[n,c,j] = max over taps k of x[n,c, j·s − p + k·d] (−∞ padding never wins);
     a[n,c,j] = k of the first maximal tap.
 
@@ -435,7 +435,7 @@ def _avg_pool_backward(ctx, g: Tensor, spatial_dims: int) -> Tensor:
     return spread.reshape(ctx.input_shape)
 
 
-class AvgPool2d(torch.autograd.Function):
+class AvgPool2d(Function):
     r"""y[n,c,i,j] = (1 / D[i,j]) Σ_{kh,kw} x[n,c, i·sH − pH + kh, j·sW − pW + kw]
     (padding reads as 0). D[i,j] = divisor_override, or the window's taps inside the padded
     input (count_include_pad) or inside the input alone (not count_include_pad).
@@ -466,7 +466,7 @@ class AvgPool2d(torch.autograd.Function):
         return _avg_pool_backward(ctx, g, 2), None, None, None, None
 
 
-class AvgPool1d(torch.autograd.Function):
+class AvgPool1d(Function):
     r"""y[n,c,j] = (1 / D[j]) Σ_k x[n,c, j·s − p + k]  (padding reads as 0), with D[j] the
     window's taps inside the padded input (count_include_pad) or inside the input alone.
 

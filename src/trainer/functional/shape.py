@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from ._util import fail, shape_str
+from ._util import Function, fail, shape_str
 
 
-class Reshape(torch.autograd.Function):
+class Reshape(Function):
     r"""y = reshape(x, shape)
 
     A reshape moves no values, so the gradient is the same numbers put back in x's shape:
