@@ -98,7 +98,7 @@ def make_epoch_timer(Callback):
 
 def main(argv=None) -> None:
     p = harness.parser("Training samples/second: Lightning recipe vs bare PyTorch loop "
-                       "(--repeats = timed rounds)", repeats=5, ab_timing=False)
+                       "(--repeats = timed rounds)", repeats=8, ab_timing=False)
     p.add_argument("--epochs", type=int, default=3,
                    help="training epochs per round (default %(default)s)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m trainer")

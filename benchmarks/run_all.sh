@@ -23,4 +23,9 @@ run lightning_tax_defaults benchmarks.lightning_tax
 run lightning_tax_fashion_cnn benchmarks.lightning_tax data=fashion_mnist model=cnn \
     trainer.limit_train_batches=40
 run lightning_tax_mnist1d_cnn benchmarks.lightning_tax experiment=mnist1d_cnn
+# the same two small models without the "seeing inside" callbacks: what Lightning alone costs
+no_diagnostics="callbacks.gradient_flow.enabled=false callbacks.gradient_check.enabled=false"
+run lightning_tax_defaults_no_diagnostics benchmarks.lightning_tax $no_diagnostics
+run lightning_tax_mnist1d_cnn_no_diagnostics benchmarks.lightning_tax experiment=mnist1d_cnn \
+    $no_diagnostics
 echo "outputs in $out"
