@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from trainer import allocator
+
 SLOW_RATIO = 1.25  # an explicit op slower than this many times native gets flagged
 
 
@@ -56,15 +58,21 @@ def parser(description: str, repeats: int = 15, warmup: int = 3, min_time: float
                        help="seconds one measurement lasts at least (default %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (default: torch's own choice)")
+    p.add_argument("--system-allocator", action="store_true",
+                   help="leave glibc malloc's thresholds as they are (default: keep freed "
+                        "memory, as python -m trainer does; see trainer/allocator.py)")
     return p
 
 
 def setup(args: argparse.Namespace, title: str, protocol: str | None = None) -> None:
-    """Apply --threads, then print what ran where and how it is timed."""
+    """Apply --threads and the allocator policy, then print what ran where and how it is
+    timed."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    kept = False if args.system_allocator else allocator.keep_freed_memory()
     print(f"== {title}")
     print(machine_line())
+    print(f"allocator: {allocator.description(kept)}")
     print("protocol: " + (protocol or (
         f"warm-up {args.warmup}, then {args.repeats} interleaved A/B measurements of >= "
         f"{args.min_time * 1e3:.0f} ms each; medians; ratio = A / B; [IQR] = quartiles of "

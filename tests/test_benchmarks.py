@@ -55,6 +55,8 @@ def test_lightning_tax_runs_both_loops(capsys):
     out = run(capsys, lightning_tax, ["--repeats", "2", "--epochs", "1", "--threads", "1",
                                       "data=moons", "model=mlp"])
     assert "| lightning recipe" in out and "| bare PyTorch" in out and "lightning / bare" in out
+    assert "inside the recipe's training_step" in out
+    assert "allocator: glibc malloc keeps freed memory" in out
 
 
 def test_published_reads_the_accuracy_the_cli_prints_and_reports_a_failed_run(tmp_path,

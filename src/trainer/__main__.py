@@ -77,7 +77,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
     from omegaconf import OmegaConf
 
-    from trainer import callbacks, data
+    from trainer import allocator, callbacks, data
     from trainer.callbacks.checkpointing import AtomicCheckpointIO, RandomState
     from trainer.callbacks.nan_guard import NanGuard, NonFiniteError
     from trainer.recipe import Recipe
@@ -92,6 +92,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(plain))
     if plain["threads"] is not None:
         torch.set_num_threads(plain["threads"])
+    if plain["keep_freed_memory"]:
+        allocator.keep_freed_memory()
     L.seed_everything(plain["seed"], workers=True)
 
     datamodule = data.build(plain["data"], seed=plain["seed"])

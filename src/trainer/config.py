@@ -432,6 +432,7 @@ class Config:
     callbacks: Any = MISSING
     seed: int = checked(42, at_least(0))
     threads: int | None = checked(1, at_least(1))  # torch CPU threads; None: torch's default
+    keep_freed_memory: bool = True  # glibc malloc keeps freed blocks (trainer.allocator)
     ckpt_path: str | None = None  # resume fitting from this checkpoint
     test_ckpt: str = checked("last", one_of("best", "last"))  # weights the test stage uses
     experiment: str | None = None  # set by experiment/<name>.yaml, for the run's name
