@@ -52,7 +52,7 @@ def test_conv_weight_grad_formulations_agree_with_native(capsys):
 def test_lightning_tax_runs_both_loops(capsys):
     from benchmarks import lightning_tax
 
-    out = run(capsys, lightning_tax, ["--repeats", "2", "--epochs", "1", "--threads", "1",
+    out = run(capsys, lightning_tax, ["--repeats", "1", "--epochs", "2", "--threads", "1",
                                       "data=moons", "model=mlp"])
     assert "| lightning recipe" in out and "| bare PyTorch" in out and "lightning / bare" in out
     assert "inside the recipe's training_step" in out
