@@ -42,6 +42,14 @@ class Linear(Function):
     def backward(ctx, g: Tensor):
         input, weight = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad
+        if (g.dim() == 2 and len(ctx.weight_shape) == 2
+                and (ctx.bias_shape is None or len(ctx.bias_shape) == 1)
+                and (input is None or input.dtype == g.dtype)
+                and (weight is None or weight.dtype == g.dtype)):
+            # (rows, in) @ (out, in)ᵀ in one dtype, the common case: the products as they are
+            return (g.mm(weight) if need_x else None,
+                    g.t().mm(input) if need_w else None,
+                    g.sum(0) if need_b and ctx.bias_shape is not None else None)
         grad_input = grad_weight = grad_bias = None
         if len(ctx.weight_shape) == 1:
             g = g.unsqueeze(-1)  # a 1-D weight is a (1, in) weight whose out dim was dropped
