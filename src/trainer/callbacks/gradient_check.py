@@ -2,8 +2,9 @@
 very batch and weights the run is at.
 
 Every ``every_n_steps`` steps (from step 0, so a broken rule stops the run at once) the
-current batch (its first ``samples`` examples) goes through two copies of the network and its loss: one as trained (explicit
-layers), one turned back into ``torch.nn`` by :func:`trainer.nn.to_torch` (built-in autograd).
+current batch (its first ``samples`` examples) goes through two copies of the network and its
+loss: one as trained (explicit layers), one turned back into ``torch.nn`` by
+:func:`trainer.nn.to_torch` (built-in autograd).
 For each parameter the callback logs the largest difference between the two gradients,
 relative to the gradient's largest entry (or to 1e-3 of the model's largest gradient entry,
 when that is more: a gradient that should be exactly 0 is only rounding noise)::
