@@ -95,10 +95,21 @@ CASES = [
 ]
 
 
-def run_case(case: Case, args) -> tuple:
+@dataclass
+class Prepared:
+    explicit: Callable  # the op, called on inputs
+    native: Callable
+    inputs: list
+    params: list  # the inputs that are parameters
+    explicit_step: Callable[[], None]  # forward+backward on inputs, with a fixed grad_output
+    native_step: Callable[[], None]
+
+
+def prepare(case: Case) -> Prepared:
+    """Both sides of a case on the same inputs and grad_output. Raises what the explicit op
+    raises."""
     torch.manual_seed(0)
     inputs = case.make()
-    params = case.params(inputs)
     explicit_op, native_op = getattr(explicit_F, case.op), getattr(native_F, case.op)
 
     def explicit(*xs):
@@ -107,17 +118,23 @@ def run_case(case: Case, args) -> tuple:
     def native(*xs):
         return native_op(*xs, **case.kwargs)
 
+    explicit(*inputs)
+    grads = harness.fixed_grad_like(native, inputs)
+    return Prepared(explicit, native, inputs, case.params(inputs),
+                    harness.forward_backward(explicit, inputs, grads),
+                    harness.forward_backward(native, inputs, grads))
+
+
+def run_case(case: Case, args) -> tuple:
     try:
-        explicit(*inputs)
+        p = prepare(case)
     except NotImplementedError:
         return (case.name, "n/a (not implemented)", "", "", "", "")
     except Exception as e:  # noqa: BLE001 -- one broken op must not hide the others' numbers
         return (case.name, f"error: {type(e).__name__}: {str(e)[:60]}", "", "", "", "")
-    explicit_bytes = testing.saved_bytes(lambda: explicit(*inputs), exclude=params)
-    native_bytes = testing.saved_bytes(lambda: native(*inputs), exclude=params)
-    grads = harness.fixed_grad_like(native, inputs)
-    timing = harness.compare(harness.forward_backward(explicit, inputs, grads),
-                             harness.forward_backward(native, inputs, grads), args)
+    explicit_bytes = testing.saved_bytes(lambda: p.explicit(*p.inputs), exclude=p.params)
+    native_bytes = testing.saved_bytes(lambda: p.native(*p.inputs), exclude=p.params)
+    timing = harness.compare(p.explicit_step, p.native_step, args)
     low, high = timing.spread
     flag = "SLOW" if timing.ratio > harness.SLOW_RATIO else ""
     saved = (f"{explicit_bytes / native_bytes:.2f}" if native_bytes else

@@ -24,6 +24,29 @@ def test_layers_prints_every_requested_op_with_a_ratio(capsys):
     assert len(rows) == 2 and all("[" in row for row in rows)
 
 
+def test_op_sizes_prints_a_ratio_per_size_and_the_gap_per_million_elements(capsys):
+    from benchmarks import op_sizes
+
+    out = run(capsys, op_sizes, [*QUICK, "--only", "relu", "nll_loss"])
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines()
+            if line.startswith("| relu") or line.startswith("| nll_loss")}
+    assert set(rows) == {"relu Nx1024", "nll_loss Nx1000"}
+    for sweep in op_sizes.SWEEPS:
+        if sweep.name in rows:  # one "ratio (explicit / native)" cell per size
+            assert rows[sweep.name].count(" / ") == len(sweep.sizes)
+
+
+def test_op_sizes_cases_match_benchmarks_layers_at_its_size():
+    """The sweeps time the same ops, arguments and parameters as benchmarks.layers."""
+    from benchmarks import layers, op_sizes
+
+    by_op = {case.op: case for case in layers.CASES}
+    for sweep in op_sizes.SWEEPS:
+        swept = sweep.case(sweep.sizes[0])
+        assert swept.op in by_op, sweep.name
+        assert swept.kwargs == by_op[swept.op].kwargs or swept.op == "conv2d", sweep.name
+
+
 def test_models_prints_both_ratios_and_the_saved_bytes_breakdown(capsys):
     from benchmarks import models
 
