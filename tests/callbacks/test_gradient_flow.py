@@ -17,7 +17,7 @@ from callback_helpers import (
 from lightning.pytorch.callbacks import Callback
 
 from trainer.callbacks import GradientFlow
-from trainer.callbacks.gradient_flow import dead_fraction, layers_with_parameters
+from trainer.callbacks.gradient_flow import dead_fraction, histogram, layers_with_parameters
 
 LAYERS = ["model.head.dense0.linear", "model.head.classifier"]
 
@@ -134,6 +134,29 @@ def test_histograms_go_to_tensorboard_on_their_own_schedule(tmp_path):
                 assert [e.step for e in events.Histograms(tag)] == [0, 3, 6]
     steps = [e.step for e in events.Scalars("grad_flow/update_ratio/model.head.classifier")]
     assert steps == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_histogram_counts_what_numpy_counts_for_tensorboard(dtype):
+    """The buckets add_histogram(values, bins=64) would write (numpy's even bins from min to
+    max), and the same summary statistics."""
+    np = pytest.importorskip("numpy")
+    values = torch.randn(64, 64, 5, generator=torch.Generator().manual_seed(0)).to(dtype)
+    got = histogram(values)
+    as_numpy = values.double().numpy().reshape(-1)
+    counts, edges = np.histogram(as_numpy, bins=64)
+    assert got["bucket_counts"] == counts.tolist()
+    assert got["bucket_limits"] == pytest.approx(edges[1:].tolist(), rel=1e-6)
+    assert (got["min"], got["max"], got["num"]) == (as_numpy.min(), as_numpy.max(), 20480)
+    assert got["sum"] == pytest.approx(as_numpy.sum(), rel=1e-9, abs=1e-9)
+    assert got["sum_squares"] == pytest.approx(as_numpy @ as_numpy, rel=1e-9)
+
+
+def test_histogram_of_a_constant_puts_every_value_in_one_bucket():
+    got = histogram(torch.full((10,), 3.0), bins=4)
+    assert got["bucket_counts"] == [0, 0, 10, 0]  # buckets from 2 to 4, as torch.histc's
+    assert got["bucket_limits"] == [2.5, 3.0, 3.5, 4.0]
+    assert (got["min"], got["max"], got["sum"], got["sum_squares"]) == (3.0, 3.0, 30.0, 90.0)
 
 
 def test_no_histograms_when_asked_for_none(tmp_path):
