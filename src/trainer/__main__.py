@@ -70,14 +70,13 @@ def check_sweepable_model_fits_data(cfg: DictConfig) -> None:
 def run(cfg: DictConfig) -> dict[str, float]:
     """One training run in Hydra's output folder; returns the test metrics."""
     import lightning as L
-    import torch
     from hydra.core.hydra_config import HydraConfig
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_only
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
     from omegaconf import OmegaConf
 
-    from trainer import allocator, callbacks, data
+    from trainer import callbacks, data
     from trainer.callbacks.checkpointing import AtomicCheckpointIO, RandomState
     from trainer.callbacks.nan_guard import NanGuard, NonFiniteError
     from trainer.recipe import Recipe
@@ -90,10 +89,9 @@ def run(cfg: DictConfig) -> dict[str, float]:
     plain["trainer"]["enable_progress_bar"] = plain["callbacks"]["progress_bar"]
     if rank_zero_only.rank == 0:  # DDP's other processes share this folder
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(plain))
-    if plain["threads"] is not None:
-        torch.set_num_threads(plain["threads"])
-    if plain["keep_freed_memory"]:
-        allocator.keep_freed_memory()
+    # threads and the allocator policy: here, and in every process the Trainer launches
+    process_settings = callbacks.ProcessSettings(plain["threads"], plain["keep_freed_memory"])
+    process_settings.apply()
     L.seed_everything(plain["seed"], workers=True)
 
     datamodule = data.build(plain["data"], seed=plain["seed"])
@@ -106,8 +104,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # Crash-safe, weights-only checkpoints that restore the RNGs too, and a stop at the first
     # NaN/inf before it reaches a checkpoint. RandomState first: it restores the RNGs before
     # any other callback's hook draws.
-    built = [RandomState(), *callbacks.build(plain["callbacks"], run_dir, hparams=plain),
-             NanGuard()]
+    built = [process_settings, RandomState(),
+             *callbacks.build(plain["callbacks"], run_dir, hparams=plain), NanGuard()]
     try:
         trainer = L.Trainer(**plain["trainer"], default_root_dir=run_dir, logger=logger,
                             callbacks=built, plugins=[AtomicCheckpointIO()])

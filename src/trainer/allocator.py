@@ -10,8 +10,9 @@ was allocated before. On this project's 2-core CPU that made the same CNN step t
 :func:`keep_freed_memory` fixes glibc's thresholds instead (``mallopt``): blocks under
 32 MiB come from the heap and are reused, and up to 1 GiB of freed heap stays with the
 process, as tcmalloc or jemalloc would keep it (the allocators PyTorch's CPU performance guide
-recommends). ``python -m trainer`` applies it unless ``keep_freed_memory=false``; the
-benchmarks apply it to both sides unless ``--system-allocator``.
+recommends). ``python -m trainer`` applies it unless ``keep_freed_memory=false``, in every
+process of the run (``trainer.callbacks.ProcessSettings``); the benchmarks apply it to both
+sides unless ``--system-allocator``.
 
 The cost is memory: a process keeps up to ~1 GiB of freed memory it could have returned.
 """
@@ -30,6 +31,8 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its moving threshold
 TRIM_THRESHOLD = 1 << 30
 TOP_PAD = 64 << 20
+
+_kept = False  # whether keep_freed_memory ran successfully in this process
 
 
 def _glibc():
@@ -51,7 +54,15 @@ def keep_freed_memory() -> bool:
         return False
     settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD),
                 (_M_TOP_PAD, TOP_PAD))
-    return all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
+    global _kept
+    _kept = all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
+    return _kept
+
+
+def keeping_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` has been applied in this process (a process started
+    by ``spawn`` begins without it)."""
+    return _kept
 
 
 def description(applied: bool) -> str:

@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from .gradient_check import GradientCheck, GradientCheckError
 from .gradient_flow import GradientFlow
 from .pictures import Pictures
+from .process import ProcessSettings
 
 
 class HParamsSummary(Callback):
@@ -130,4 +131,4 @@ def checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
 
 
 __all__ = ["GradientCheck", "GradientCheckError", "GradientFlow", "HParamsSummary",
-           "LastCheckpoint", "Pictures", "build", "checkpoint_paths", "flatten", "write_hparams"]
+           "LastCheckpoint", "Pictures", "ProcessSettings", "build", "checkpoint_paths", "flatten", "write_hparams"]
