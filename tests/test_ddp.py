@@ -44,6 +44,7 @@ def only_run_folder(cwd: Path, process: subprocess.Popen) -> tuple[Path, str]:
     return folders[0], output
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_as_one_with_twice_the_batch(tmp_path):
     ddp = start(tmp_path / "ddp", "trainer=ddp_cpu", "data.batch_size=16")
     single = start(tmp_path / "single", "trainer=cpu", "data.batch_size=32")
