@@ -1,7 +1,8 @@
 """What Lightning (and the recipe around the model) costs: training samples/second of the app's
 LightningModule under ``lightning.Trainer`` against a bare PyTorch loop.
 
-    python -m benchmarks.lightning_tax [--epochs N] [--repeats 1] [--threads T] [override ...]
+    python -m benchmarks.lightning_tax [--epochs N] [--repeats 1] [--threads T]
+                                       [--minimal-module] [override ...]
 
 The config is composed from conf/ exactly as ``python -m trainer`` composes it, with Hydra
 overrides from the command line (``data=mnist1d model=cnn1d``, ...). Both sides then use
@@ -12,6 +13,10 @@ the same loss (``trainer.nn.CrossEntropyLoss``), optimizer and learning-rate sch
     config's ``trainer``/``callbacks`` groups, as the app builds it (loggers write to a temporary
     folder), so its per-step metrics, logging, progress bar and hooks are all in the price;
   * bare: ``for x, y in loader: loss(model(x), y).backward(); step; zero_grad`` (+ scheduler).
+
+``--minimal-module`` replaces the recipe with a LightningModule whose step is only forward,
+loss, ``manual_backward``, step and zero_grad (no metrics, logging, progress bar, checkpoints
+or diagnostics callbacks): Lightning's own share, the ceiling for any recipe on that Trainer.
 
 Only training is timed: from the start of a training epoch to the end of its last batch, so
 validation and checkpointing at epoch end stay out on both sides. The two alternate epoch by
@@ -139,6 +144,11 @@ def main(argv=None) -> None:
                        repeats=1, ab_timing=False)
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs per fit (default: the config's trainer.max_epochs)")
+    p.add_argument("--minimal-module", action="store_true",
+                   help="time a minimal LightningModule instead of the recipe (forward, loss, "
+                        "manual_backward, step, zero_grad; no metrics or logging) under a "
+                        "Trainer with no logger, callbacks, checkpoints or progress bar: what "
+                        "Lightning's loop alone costs")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m trainer")
     args = p.parse_args(argv)
     L, Callback, callbacks, config, data, recipe = load_app()
@@ -169,6 +179,39 @@ def main(argv=None) -> None:
         return recipe.Recipe(plain["model"], plain["optimizer"], plain["scheduler"],
                              input_shape=list(datamodule.input_shape),
                              num_classes=datamodule.num_classes, config=plain)
+
+    class MinimalModule(L.LightningModule):
+        """The recipe's model, loss, optimizer and schedule, and nothing else a step does."""
+
+        configure_optimizers = recipe.Recipe.configure_optimizers  # reads hparams, trainer
+
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.save_hyperparameters({"optimizer": plain["optimizer"],
+                                       "scheduler": plain["scheduler"]}, logger=False)
+            source = new_recipe()  # the same weights as the bare loop's
+            self.model, self.loss = source.model, source.loss
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = self.loss(self.model(x), y)
+            optimizer = self.optimizers()
+            self.manual_backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedulers = self.lr_schedulers()
+            if schedulers is not None and plain["scheduler"]["name"] == "cosine":
+                schedulers.step()  # per step, as the recipe steps it
+            return loss
+
+        def validation_step(self, batch, batch_idx):  # never runs: limit_val_batches=0
+            pass
+
+        def on_train_epoch_end(self):
+            schedulers = self.lr_schedulers()
+            if schedulers is not None and plain["scheduler"]["name"] == "step":
+                schedulers.step()
 
     EpochTimer = make_epoch_timer(Callback)
     workdir = Path(tempfile.mkdtemp(prefix="lightning_tax_"))
@@ -229,15 +272,21 @@ def main(argv=None) -> None:
 
     timed: dict[str, list[Epoch]] = {"lightning": [], "bare": []}
     for fit in range(args.repeats):
-        module, timer, bare = new_recipe(), EpochTimer(), BareEpochs()
+        module = MinimalModule() if args.minimal_module else new_recipe()
+        timer, bare = EpochTimer(), BareEpochs()
         timer.time_training_step(module)
         run_dir = Path(tempfile.mkdtemp(prefix="fit_", dir=workdir))
         logger_cls = TensorBoardLogger if plain["logger"]["name"] == "tensorboard" else CSVLogger
-        trainer = L.Trainer(**dict(plain["trainer"], max_epochs=args.epochs, max_steps=-1),
-                            default_root_dir=run_dir,
-                            logger=logger_cls(run_dir, name="", version=""),
-                            callbacks=[*callbacks.build(plain["callbacks"], run_dir), timer,
-                                       bare])
+        if args.minimal_module:
+            extras = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                          enable_model_summary=False, limit_val_batches=0)  # untimed anyway
+            app_callbacks = []
+        else:
+            extras = dict(logger=logger_cls(run_dir, name="", version=""))
+            app_callbacks = callbacks.build(plain["callbacks"], run_dir)
+        trainer = L.Trainer(**dict(plain["trainer"], max_epochs=args.epochs, max_steps=-1,
+                                   **extras),
+                            default_root_dir=run_dir, callbacks=[*app_callbacks, timer, bare])
         trainer.fit(module, datamodule=datamodule)
         timed["lightning"] += timer.epochs[1:]  # the first epoch of each side warms up
         timed["bare"] += bare.epochs[1:]
@@ -247,9 +296,10 @@ def main(argv=None) -> None:
     lit, bare_rate = rates["lightning"], rates["bare"]
     ratio = lit / bare_rate
     print()
+    lightning_side = "lightning, minimal module" if args.minimal_module else "lightning recipe"
     print(harness.table(
         ["loop", "samples/s (all timed epochs)", "epochs timed"],
-        [("lightning recipe", f"{lit:,.0f}", len(timed["lightning"])),
+        [(lightning_side, f"{lit:,.0f}", len(timed["lightning"])),
          ("bare PyTorch", f"{bare_rate:,.0f}", len(timed["bare"]))]))
     verdict = "ok" if ratio >= TARGET else f"MISSES >= {TARGET:.2f}"
     print(f"\nlightning / bare = {ratio:.2f}   (target >= {TARGET:.2f}: {verdict})")

@@ -15,6 +15,7 @@ run() {
 }
 EXTRA="$*"
 run layers benchmarks.layers
+run op_sizes benchmarks.op_sizes
 run models benchmarks.models --breakdown --noise-floor
 run linear_limit benchmarks.linear_limit
 run conv_weight_grad benchmarks.conv_weight_grad
@@ -29,4 +30,8 @@ no_diagnostics="callbacks.gradient_flow.enabled=false callbacks.gradient_check.e
 run lightning_tax_defaults_no_diagnostics benchmarks.lightning_tax $no_diagnostics
 run lightning_tax_mnist1d_cnn_no_diagnostics benchmarks.lightning_tax experiment=mnist1d_cnn \
     $no_diagnostics
+# ...and Lightning alone: a minimal module (forward, loss, backward, step), no callbacks
+run lightning_tax_defaults_minimal benchmarks.lightning_tax --minimal-module
+run lightning_tax_mnist1d_cnn_minimal benchmarks.lightning_tax --minimal-module \
+    experiment=mnist1d_cnn
 echo "outputs in $out"

@@ -82,6 +82,17 @@ def test_lightning_tax_runs_both_loops(capsys):
     assert "allocator: glibc malloc keeps freed memory" in out
 
 
+@pytest.mark.slow
+def test_lightning_tax_minimal_module_runs_in_place_of_the_recipe(capsys):
+    from benchmarks import lightning_tax
+
+    out = run(capsys, lightning_tax, ["--repeats", "1", "--epochs", "2", "--threads", "1",
+                                      "--minimal-module", "data=moons", "model=mlp",
+                                      "scheduler=cosine"])
+    assert "| lightning, minimal module" in out and "| bare PyTorch" in out
+    assert "| lightning recipe" not in out
+
+
 def test_published_reads_the_accuracy_the_cli_prints_and_reports_a_failed_run(tmp_path,
                                                                              monkeypatch):
     from benchmarks import published
