@@ -49,14 +49,14 @@ def load_app():
         import lightning as L
         from lightning.pytorch.callbacks import Callback
 
-        from trainer import callbacks, config, data, recipe
+        from trainer import callbacks, config, data, loggers, recipe
     except ImportError as e:
         raise SystemExit(
             f"lightning_tax: the Lightning app is not importable yet ({e}). It needs "
             "trainer.recipe.Recipe, trainer.data.build, trainer.callbacks.build and "
             "trainer.config (Hydra configs in conf/), as `python -m trainer` uses them."
         ) from e
-    return L, Callback, callbacks, config, data, recipe
+    return L, Callback, callbacks, config, data, loggers, recipe
 
 
 def compose(config, overrides: list[str]) -> dict:
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
                         "Lightning's loop alone costs")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for python -m trainer")
     args = p.parse_args(argv)
-    L, Callback, callbacks, config, data, recipe = load_app()
+    L, Callback, callbacks, config, data, loggers, recipe = load_app()
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("lightning.fabric").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -268,21 +268,18 @@ def main(argv=None) -> None:
         def on_train_epoch_end(self, trainer, pl_module):
             self.epochs.append(self.run_epoch())
 
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
     timed: dict[str, list[Epoch]] = {"lightning": [], "bare": []}
     for fit in range(args.repeats):
         module = MinimalModule() if args.minimal_module else new_recipe()
         timer, bare = EpochTimer(), BareEpochs()
         timer.time_training_step(module)
         run_dir = Path(tempfile.mkdtemp(prefix="fit_", dir=workdir))
-        logger_cls = TensorBoardLogger if plain["logger"]["name"] == "tensorboard" else CSVLogger
         if args.minimal_module:
             extras = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                           enable_model_summary=False, limit_val_batches=0)  # untimed anyway
             app_callbacks = []
         else:
-            extras = dict(logger=logger_cls(run_dir, name="", version=""))
+            extras = dict(logger=loggers.build(plain["logger"]["name"], run_dir))
             app_callbacks = callbacks.build(plain["callbacks"], run_dir)
         trainer = L.Trainer(**dict(plain["trainer"], max_epochs=args.epochs, max_steps=-1,
                                    **extras),

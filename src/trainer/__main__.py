@@ -71,12 +71,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     """One training run in Hydra's output folder; returns the test metrics."""
     import lightning as L
     from hydra.core.hydra_config import HydraConfig
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_only
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
     from omegaconf import OmegaConf
 
-    from trainer import callbacks, data
+    from trainer import callbacks, data, loggers
     from trainer.callbacks.checkpointing import AtomicCheckpointIO, RandomState
     from trainer.callbacks.nan_guard import NanGuard, NonFiniteError
     from trainer.recipe import Recipe
@@ -99,8 +98,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     input_shape=list(datamodule.input_shape),
                     num_classes=datamodule.num_classes, config=plain)
     tensorboard = plain["logger"]["name"] == "tensorboard"
-    logger = (TensorBoardLogger(run_dir, name="", version="", default_hp_metric=False)
-              if tensorboard else CSVLogger(run_dir, name="", version=""))
+    logger = loggers.build(plain["logger"]["name"], run_dir)
     # Crash-safe, weights-only checkpoints that restore the RNGs too, and a stop at the first
     # NaN/inf before it reaches a checkpoint. RandomState first: it restores the RNGs before
     # any other callback's hook draws.
