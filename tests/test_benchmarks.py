@@ -47,6 +47,17 @@ def test_op_sizes_cases_match_benchmarks_layers_at_its_size():
         assert swept.kwargs == by_op[swept.op].kwargs or swept.op == "conv2d", sweep.name
 
 
+def test_relu_floor_times_every_formulation_after_checking_its_gradient(capsys):
+    from benchmarks import relu_floor
+
+    out = run(capsys, relu_floor, [*QUICK, "--rows", "4"])
+    rows = [line for line in out.splitlines() if line.startswith("| ")][2:]
+    assert [row.split("|")[1].strip() for row in rows] == [v[0] for v in relu_floor.VARIANTS]
+    saved = {row.split("|")[1].strip(): float(row.split("|")[-2]) for row in rows}
+    assert saved["library: bit-packed mask (trainer.functional.relu)"] < 0.05
+    assert saved["saved y, g * (y > 0)"] == 1.0
+
+
 def test_models_prints_both_ratios_and_the_saved_bytes_breakdown(capsys):
     from benchmarks import models
 
