@@ -64,6 +64,17 @@ def parser(description: str, repeats: int = 15, warmup: int = 3, min_time: float
     return p
 
 
+def add_only_flag(p: argparse.ArgumentParser, what: str) -> None:
+    """``--only NAME ...``: run only the ``what`` (cases, sweeps) whose name contains a word."""
+    p.add_argument("--only", nargs="+", metavar="NAME",
+                   help=f"run only the {what} whose name contains one of these words")
+
+
+def only(items: Iterable, words: Sequence[str] | None) -> list:
+    """The items (anything with a ``name``) that ``--only`` selects: all of them without it."""
+    return [item for item in items if not words or any(w in item.name for w in words)]
+
+
 def setup(args: argparse.Namespace, title: str, protocol: str | None = None) -> None:
     """Apply --threads and the allocator policy, then print what ran where and how it is
     timed."""

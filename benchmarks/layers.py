@@ -146,11 +146,10 @@ def run_case(case: Case, args) -> tuple:
 
 def main(argv=None) -> None:
     p = harness.parser(__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="+", metavar="NAME",
-                   help="run only the cases whose name contains one of these words")
+    harness.add_only_flag(p, "cases")
     args = p.parse_args(argv)
     harness.setup(args, "per-op forward+backward: explicit / native")
-    cases = [c for c in CASES if not args.only or any(w in c.name for w in args.only)]
+    cases = harness.only(CASES, args.only)
     rows = []
     for case in cases:
         rows.append(run_case(case, args))

@@ -88,11 +88,10 @@ def run_sweep(sweep: Sweep, args) -> tuple[list[str], float]:
 
 def main(argv=None) -> None:
     p = harness.parser(__doc__.splitlines()[0])
-    p.add_argument("--only", nargs="+", metavar="NAME",
-                   help="run only the sweeps whose name contains one of these words")
+    harness.add_only_flag(p, "sweeps")
     args = p.parse_args(argv)
     harness.setup(args, "flagged ops over sizes: explicit / native forward+backward")
-    sweeps = [s for s in SWEEPS if not args.only or any(w in s.name for w in args.only)]
+    sweeps = harness.only(SWEEPS, args.only)
     rows = []
     for sweep in sweeps:
         cells, per_million = run_sweep(sweep, args)
