@@ -27,14 +27,26 @@ SLOW_RATIO = 1.25  # an explicit op slower than this many times native gets flag
 
 
 def cpu_model() -> str:
+    """The CPU's model name, with its family, model and clock where /proc/cpuinfo gives them:
+    cloud CPUs often share one name ("AMD EPYC") across generations that time differently."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "cpu family", "model", "cpu MHz") and key not in fields:
+                    fields[key] = value.strip()
+                if not line.strip():  # the first processor's block is enough
+                    break
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    details = [f"family {fields['cpu family']} model {fields['model']}"
+               if "cpu family" in fields and "model" in fields else "",
+               f"{float(fields['cpu MHz']):.0f} MHz" if "cpu MHz" in fields else ""]
+    details = [d for d in details if d]
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def machine_line() -> str:

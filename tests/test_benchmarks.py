@@ -122,3 +122,17 @@ def test_models_noise_floor_adds_an_a_over_a_row(capsys):
     out = run(capsys, models, [*QUICK, "--only", "mlp", "--noise-floor"])
     rows = [line for line in out.splitlines() if line.startswith("| mlp")]
     assert len(rows) == 2 and "A/A" in rows[1] and "(noise floor)" in rows[1]
+
+
+def test_the_machine_line_tells_cpus_of_one_name_apart():
+    from pathlib import Path
+
+    from benchmarks import harness
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or "cpu family" not in cpuinfo.read_text():
+        pytest.skip("no /proc/cpuinfo with a cpu family here")
+    name = next(line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name"))
+    described = harness.cpu_model()
+    assert described.startswith(name) and "(family " in described and " model " in described
