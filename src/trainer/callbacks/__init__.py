@@ -131,4 +131,5 @@ def checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
 
 
 __all__ = ["GradientCheck", "GradientCheckError", "GradientFlow", "HParamsSummary",
-           "LastCheckpoint", "Pictures", "ProcessSettings", "build", "checkpoint_paths", "flatten", "write_hparams"]
+           "LastCheckpoint", "Pictures", "ProcessSettings", "build", "checkpoint_paths",
+           "flatten", "write_hparams"]
