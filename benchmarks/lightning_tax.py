@@ -198,6 +198,10 @@ def main(argv=None) -> None:
             loss = self.loss(self.model(x), y)
             optimizer = self.optimizers()
             self.manual_backward(loss)
+            clip = plain["optimizer"].get("grad_clip", 0.0)
+            if clip > 0:  # as the recipe and the bare loop clip
+                self.clip_gradients(optimizer, gradient_clip_val=clip,
+                                    gradient_clip_algorithm="norm")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             schedulers = self.lr_schedulers()
