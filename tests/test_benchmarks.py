@@ -136,3 +136,15 @@ def test_the_machine_line_tells_cpus_of_one_name_apart():
                 if line.startswith("model name"))
     described = harness.cpu_model()
     assert described.startswith(name) and "(family " in described and " model " in described
+
+
+@pytest.mark.slow
+def test_compiled_backward_checks_and_times_both_formulas(capsys):
+    from benchmarks import compiled_backward
+
+    out = run(capsys, compiled_backward, [*QUICK, "--rows", "4"])
+    rows = [line.split("|")[1:3] for line in out.splitlines()
+            if line.startswith("| gelu") or line.startswith("| layer_norm")]
+    assert [(op.strip(), name.strip()) for op, name in rows] == [
+        ("gelu", "inductor-compiled backward"), ("gelu", "library"),
+        ("layer_norm", "inductor-compiled backward"), ("layer_norm", "library")]
