@@ -105,9 +105,8 @@ def main(argv=None) -> None:
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
             timing = harness.compare(harness.forward_backward(fn, inputs, grads), native_step,
                                      args)
-            low, high = timing.spread
             rows.append((op, name, harness.fmt_time(timing.a), harness.fmt_time(timing.b),
-                         f"{timing.ratio:.2f} [{low:.2f}-{high:.2f}]"))
+                         timing.summary()))
             print(f"  done: {op}, {name}", flush=True)
     print()
     print(harness.table(["op", "explicit backward", "fwd+bwd", "native fwd+bwd",

@@ -101,10 +101,9 @@ def main(argv=None) -> None:
     for name, fn in formulations(x_, g_, weight.shape).items():
         error = (fn() - reference).abs().max().item()
         timing = harness.compare(fn, native, args)
-        low, high = timing.spread
         rows.append((name, harness.fmt_time(timing.a), f"{flop / timing.a / 1e9:.0f}",
                      harness.fmt_time(timing.b), f"{flop / timing.b / 1e9:.0f}",
-                     f"{timing.ratio:.2f} [{low:.2f}-{high:.2f}]", f"{error:.1e}"))
+                     timing.summary(), f"{error:.1e}"))
     print(harness.table(["formulation", "time", "GFLOP/s", "native w-grad", "GFLOP/s",
                          "ratio [IQR]", "max abs err"], rows))
     print(f"\n({flop / 1e9:.2f} GFLOP per weight gradient)")

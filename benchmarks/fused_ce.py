@@ -157,9 +157,8 @@ def main(argv=None) -> None:
         else:
             timing = harness.compare(lambda fn=variant_fn(variant): step(fn, x, w, t),
                                      lambda: step(unfused_fn, x, w, t), args)
-            low, high = timing.spread
             time_cell = f"{harness.fmt_time(timing.a)} vs {harness.fmt_time(timing.b)}"
-            ratio_cell = f"{timing.ratio:.2f} [{low:.2f}-{high:.2f}]"
+            ratio_cell = timing.summary()
         rss = "n/a" if m["rss_peak"] is None else (
             f"{harness.fmt_bytes(m['rss_peak'])} ({m['rss_peak'] / base['rss_peak']:.2f})"
             if base["rss_peak"] else harness.fmt_bytes(m["rss_peak"]))

@@ -125,6 +125,11 @@ class Timing:
         q = statistics.quantiles(self.pair_ratios, n=4) if len(self.pair_ratios) > 1 else None
         return (q[0], q[2]) if q else (self.ratio, self.ratio)
 
+    def summary(self) -> str:
+        """``ratio [low-high]``: the table cell every benchmark prints."""
+        low, high = self.spread
+        return f"{self.ratio:.2f} [{low:.2f}-{high:.2f}]"
+
 
 def _calls_per_measurement(fn: Callable[[], object], min_time: float) -> int:
     start = time.perf_counter()

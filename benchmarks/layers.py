@@ -135,12 +135,11 @@ def run_case(case: Case, args) -> tuple:
     explicit_bytes = testing.saved_bytes(lambda: p.explicit(*p.inputs), exclude=p.params)
     native_bytes = testing.saved_bytes(lambda: p.native(*p.inputs), exclude=p.params)
     timing = harness.compare(p.explicit_step, p.native_step, args)
-    low, high = timing.spread
     flag = "SLOW" if timing.ratio > harness.SLOW_RATIO else ""
     saved = (f"{explicit_bytes / native_bytes:.2f}" if native_bytes else
              ("n/a (native saves 0 B)" if explicit_bytes else "1.00 (both 0 B)"))
     return (case.name, harness.fmt_time(timing.a), harness.fmt_time(timing.b),
-            f"{timing.ratio:.2f} [{low:.2f}-{high:.2f}] {flag}".rstrip(),
+            f"{timing.summary()} {flag}".rstrip(),
             f"{harness.fmt_bytes(explicit_bytes)} / {harness.fmt_bytes(native_bytes)}", saved)
 
 

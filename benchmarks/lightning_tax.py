@@ -183,7 +183,9 @@ def main(argv=None) -> None:
     class MinimalModule(L.LightningModule):
         """The recipe's model, loss, optimizer and schedule, and nothing else a step does."""
 
-        configure_optimizers = recipe.Recipe.configure_optimizers  # reads hparams, trainer
+        # the recipe's own optimizer, schedule and stepping interval (they read hparams, trainer)
+        configure_optimizers = recipe.Recipe.configure_optimizers
+        _scheduler_interval = recipe.Recipe._scheduler_interval
 
         def __init__(self):
             super().__init__()
@@ -204,18 +206,16 @@ def main(argv=None) -> None:
                                     gradient_clip_algorithm="norm")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            schedulers = self.lr_schedulers()
-            if schedulers is not None and plain["scheduler"]["name"] == "cosine":
-                schedulers.step()  # per step, as the recipe steps it
+            if self._scheduler_interval() == "step":
+                self.lr_schedulers().step()
             return loss
 
         def validation_step(self, batch, batch_idx):  # never runs: limit_val_batches=0
             pass
 
         def on_train_epoch_end(self):
-            schedulers = self.lr_schedulers()
-            if schedulers is not None and plain["scheduler"]["name"] == "step":
-                schedulers.step()
+            if self._scheduler_interval() == "epoch":
+                self.lr_schedulers().step()
 
     EpochTimer = make_epoch_timer(Callback)
     workdir = Path(tempfile.mkdtemp(prefix="lightning_tax_"))

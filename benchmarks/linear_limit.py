@@ -45,9 +45,8 @@ def main(argv=None) -> None:
     rows = []
     for name, fn in (("explicit", explicit), ("native", native)):
         timing = harness.compare(fn, bare, args)
-        low, high = timing.spread
         rows.append((name, harness.fmt_time(timing.a), harness.fmt_time(timing.b),
-                     f"{timing.ratio:.2f} [{low:.2f}-{high:.2f}]"))
+                     timing.summary()))
     flops = 3 * 2 * args.rows * args.in_features * args.out_features
     print(harness.table(["implementation", "fwd+bwd", "bare GEMMs", "ratio to bare [IQR]"],
                         rows))

@@ -66,11 +66,10 @@ def main(argv=None) -> None:
             rows.append((label, f"n/a (not implemented: {e})", "", "", "", "", "", ""))
             continue
         bytes_ratio = explicit_bytes / native_bytes
-        low, high = timing.spread
         target = SAVED_BYTES_TARGETS[name]
         rows.append((
             label, harness.fmt_time(timing.a), harness.fmt_time(timing.b),
-            f"{timing.ratio:.2f} [{low:.2f}-{high:.2f}]",
+            timing.summary(),
             "ok" if timing.ratio <= STEP_TIME_TARGET else f"MISSES <= {STEP_TIME_TARGET:.2f}",
             f"{harness.fmt_bytes(explicit_bytes)} / {harness.fmt_bytes(native_bytes)}",
             f"{bytes_ratio:.3f}",
@@ -81,9 +80,8 @@ def main(argv=None) -> None:
             aa = harness.compare(training_step(twin, native_loss, pair.images, pair.labels),
                                  training_step(pair.native, native_loss, pair.images,
                                                pair.labels), args)
-            aa_low, aa_high = aa.spread
             rows.append((f"{label}, A/A", harness.fmt_time(aa.a), harness.fmt_time(aa.b),
-                         f"{aa.ratio:.2f} [{aa_low:.2f}-{aa_high:.2f}]", "(noise floor)",
+                         aa.summary(), "(noise floor)",
                          "", "", ""))
         if args.breakdown:
             for side, model, loss_fn in (("explicit", pair.explicit, explicit_loss),

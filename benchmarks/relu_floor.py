@@ -113,10 +113,9 @@ def main(argv=None) -> None:
             got = torch.autograd.grad(op(x), x, grads)[0]
             assert torch.equal(got, expected), name
         timing = harness.compare(harness.forward_backward(op, [x], grads), native_step, args)
-        low, high = timing.spread
         saved = testing.saved_bytes(lambda op=op: op(x))
         rows.append((name, harness.fmt_time(timing.a), harness.fmt_time(timing.b),
-                     f"{timing.ratio:.2f} [{low:.2f}-{high:.2f}]",
+                     timing.summary(),
                      f"{saved / native_bytes:.3f}"))
         print(f"  done: {name}", flush=True)
     print()

@@ -61,14 +61,11 @@ def histogram(values: Tensor, bins: int = HISTOGRAM_BINS) -> dict:
         flat = flat.float()
     low, high = (float(v) for v in torch.aminmax(flat))
     counts = torch.histc(flat, bins, min=low, max=high)
-    if low == high:
-        low_edge, high_edge = low - 1.0, high + 1.0
-    else:
-        low_edge, high_edge = low, high
+    pad = 1.0 if low == high else 0.0  # histc's own widening of a constant's range
     as_double = flat.double()
     total, squares = torch.stack([as_double.sum(), torch.dot(as_double, as_double)]).tolist()
     # bucket i holds the values from limit i-1 (the minimum, for i = 0) up to limit i
-    limits = torch.linspace(low_edge, high_edge, bins + 1, dtype=torch.float64)[1:]
+    limits = torch.linspace(low - pad, high + pad, bins + 1, dtype=torch.float64)[1:]
     return {"min": low, "max": high, "num": flat.numel(), "sum": total,
             "sum_squares": squares, "bucket_limits": limits.tolist(),
             "bucket_counts": counts.tolist()}
