@@ -185,9 +185,29 @@ def test_help_lists_the_config_groups(tmp_path):
         assert group in result.stdout
 
 
+def isolated_venv(path: Path) -> Path:
+    """A new virtualenv, without ``--system-site-packages``, that sees this interpreter's
+    installed packages (torch, Lightning, ...) through a path file, but not their ``.pth``
+    hooks: an editable install of this checkout there stays invisible. Returns its python.
+
+    ``venv --system-site-packages`` would not do: run from inside a virtualenv, it inherits
+    the *base* interpreter's packages, not the virtualenv's (where a user installed them).
+    """
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, timeout=300)
+    python = path / "bin" / "python"
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                          "['purelib'])"], check=True, capture_output=True, text=True)
+    ours = dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib"))
+    (Path(own.stdout.strip()) / "outer_site_packages.pth").write_text("\n".join(ours) + "\n")
+    return python
+
+
 @pytest.mark.slow
 def test_built_wheel_runs_from_outside_the_repo(tmp_path):
-    """Build the wheel, install it into a fresh venv (torch etc. from the system), run it."""
+    """Build the wheel, install it into a fresh venv (torch etc. from this environment), and
+    run it from a folder outside the repo."""
     dist = tmp_path / "dist"
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                             "--no-build-isolation", "-w", str(dist), str(REPO)],
@@ -199,9 +219,7 @@ def test_built_wheel_runs_from_outside_the_repo(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next(dist.glob("trainer-*.whl"))
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
-                   check=True, timeout=300)
-    python = venv / "bin" / "python"
+    python = isolated_venv(venv)
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall",
                     str(wheel)], check=True, capture_output=True, timeout=600)
     elsewhere = tmp_path / "elsewhere"
