@@ -7,6 +7,9 @@ exactly as the built-in ones are::
     testing.assert_matches_reference(my_op, torch_op, x, w)
     testing.assert_gradcheck(my_op, x.double(), w.double())
     testing.assert_explicit_graph(my_op(x, w))
+
+A failed check raises ``AssertionError``, also under ``python -O``: the checks never rely on
+the ``assert`` statement, which ``-O`` strips.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ _TOLERANCES = {
     torch.bfloat16: dict(rtol=1.6e-2, atol=1e-2),
     torch.float16: dict(rtol=1e-3, atol=1e-3),
 }
+
+
+def _expect(condition: object, message: str) -> None:
+    """``assert condition, message`` that ``python -O`` cannot strip."""
+    if not condition:
+        raise AssertionError(message)
 
 
 def _tensors(out) -> list[Tensor]:
@@ -92,23 +101,23 @@ def assert_matches_reference(
     ours_in, ref_in = _clone_inputs(inputs), _clone_inputs(inputs)
     ours, ref = op(*ours_in), reference(*ref_in)
     ours_t, ref_t = _tensors(ours), _tensors(ref)
-    assert len(ours_t) == len(ref_t), f"{len(ours_t)} outputs, reference has {len(ref_t)}"
+    _expect(len(ours_t) == len(ref_t), f"{len(ours_t)} outputs, reference has {len(ref_t)}")
     for i, (a, b) in enumerate(zip(ours_t, ref_t)):
-        assert a.shape == b.shape, f"output {i}: shape {tuple(a.shape)} != {tuple(b.shape)}"
-        assert a.dtype == b.dtype, f"output {i}: dtype {a.dtype} != {b.dtype}"
+        _expect(a.shape == b.shape, f"output {i}: shape {tuple(a.shape)} != {tuple(b.shape)}")
+        _expect(a.dtype == b.dtype, f"output {i}: dtype {a.dtype} != {b.dtype}")
         tol = _tol(a.dtype, rtol, atol)
         if a.is_floating_point():
             torch.testing.assert_close(a, b, **tol, equal_nan=equal_nan,
                                        msg=lambda m: f"output {i}: {m}")
         else:
-            assert torch.equal(a, b), f"output {i}: integer outputs differ"
+            _expect(torch.equal(a, b), f"output {i}: integer outputs differ")
     if not check_grads:
         return
     diff_ref = _diff_outputs(ref)
     if not diff_ref:
         return
     diff_ours = _diff_outputs(ours)
-    assert len(diff_ours) == len(diff_ref), "a differentiable output of the reference is not"
+    _expect(len(diff_ours) == len(diff_ref), "a differentiable output of the reference is not")
     wants = [x for x in ref_in if isinstance(x, Tensor) and x.requires_grad]
     ours_wants = [x for x in ours_in if isinstance(x, Tensor) and x.requires_grad]
     gs = _grad_outputs(diff_ref, seed=0, contiguous=contiguous_grad)
@@ -116,10 +125,10 @@ def assert_matches_reference(
     our_grads = torch.autograd.grad(diff_ours, ours_wants, gs, allow_unused=True)
     for i, (a, b) in enumerate(zip(our_grads, ref_grads)):
         if b is None:
-            assert a is None or not a.any(), f"grad {i}: reference has none, ours is non-zero"
+            _expect(a is None or not a.any(), f"grad {i}: reference has none, ours is non-zero")
             continue
-        assert a is not None, f"grad {i}: ours is None, the reference's is not"
-        assert a.dtype == b.dtype, f"grad {i}: dtype {a.dtype} != {b.dtype}"
+        _expect(a is not None, f"grad {i}: ours is None, the reference's is not")
+        _expect(a.dtype == b.dtype, f"grad {i}: dtype {a.dtype} != {b.dtype}")
         torch.testing.assert_close(a, b, **_tol(a.dtype, rtol, atol), equal_nan=equal_nan,
                                    msg=lambda m: f"grad {i}: {m}")
 
@@ -136,35 +145,62 @@ def _tol(dtype: torch.dtype, rtol: float | None, atol: float | None) -> dict:
 def assert_gradcheck(op: Op, *inputs: object, gradgrad: bool = True, **kwargs) -> None:
     """Finite differences agree with the analytic first and (by default) second derivatives.
 
-    Inputs that should be checked must be float64 and require grad.
+    Inputs that should be checked must be float64 and require grad. ``kwargs`` go to both
+    checks; with ``raise_exception=False`` a mismatch still raises ``AssertionError`` here.
     """
     def first_tensor_outputs(*args):
         return tuple(_diff_outputs(op(*args))) or _tensors(op(*args))[0]
 
-    assert torch.autograd.gradcheck(first_tensor_outputs, inputs, **kwargs)
+    _expect(torch.autograd.gradcheck(first_tensor_outputs, inputs, **kwargs),
+            "gradcheck: analytic first derivatives disagree with finite differences")
     if gradgrad:
-        assert torch.autograd.gradgradcheck(first_tensor_outputs, inputs, **kwargs)
+        _expect(torch.autograd.gradgradcheck(first_tensor_outputs, inputs, **kwargs),
+                "gradgradcheck: analytic second derivatives disagree with finite differences")
+
+
+def _function_class(node) -> type[torch.autograd.Function] | None:
+    """The Function whose backward ``node`` runs; None for a C++ node (MulBackward0, ...)."""
+    return getattr(type(node), "_forward_cls", None)
+
+
+def _is_torchs_own(cls: type) -> bool:
+    return cls.__module__ == "torch" or cls.__module__.startswith("torch.")
 
 
 def _is_explicit(node, allow: tuple[type, ...]) -> bool:
-    cls = getattr(type(node), "_forward_cls", None)
-    return cls is not None and (cls.__module__.startswith("trainer.") or issubclass(cls, allow))
+    cls = _function_class(node)
+    return cls is not None and (not _is_torchs_own(cls) or issubclass(cls, allow))
+
+
+def _not_explicit(node) -> str:
+    """Why ``node`` fails :func:`assert_explicit_graph`, and how to accept it if it can be."""
+    name = f"built-in autograd node {type(node).__name__} in the graph"
+    cls = _function_class(node)
+    if cls is None:
+        return (f"{name}: it is not a torch.autograd.Function of yours or of trainer's "
+                "(pass allow=(...) to accept a Function class)")
+    return (f"{name}: {cls.__module__}.{cls.__qualname__} is torch's own Function, not one of "
+            f"yours or of trainer's (pass allow=({cls.__name__},) to accept it)")
 
 
 def assert_explicit_graph(
     output: object, stop_at: Iterable[Tensor] = (), allow: Iterable[type] = ()
 ) -> int:
-    """Every autograd node between ``output`` and the leaves is one of the project's Functions.
+    """Every autograd node between ``output`` and the leaves runs a hand-written backward.
 
-    Walks ``grad_fn.next_functions``; a built-in node (a reshape, a broadcast, a cast that
-    autograd recorded around the Function) fails the check. ``stop_at`` names non-leaf inputs
-    whose own history is not under test; ``allow`` adds your own Function classes to the
-    project's. Returns how many nodes were visited.
+    Walks ``grad_fn.next_functions``. A node passes when it comes from a
+    ``torch.autograd.Function`` subclass defined outside torch (its ``__module__`` is neither
+    ``torch`` nor ``torch.*``): trainer's own, or yours, whatever module it lives in. Every other
+    node fails: torch's C++ nodes, such as the reshape, broadcast or cast that autograd recorded
+    around a Function (``ViewBackward0``, ``MulBackward0``, ...), and the Functions torch
+    defines in Python (``CheckpointFunction``, say). ``allow`` accepts Function classes (and
+    their subclasses) that would fail, torch's own included; ``stop_at`` names non-leaf inputs
+    whose own history is not under test. Returns how many nodes were visited.
     """
     allow = tuple(allow)
     stops = {t.grad_fn for t in stop_at if isinstance(t, Tensor) and t.grad_fn is not None}
     roots = [t.grad_fn for t in _diff_outputs(output)]
-    assert roots, "no differentiable output to walk"
+    _expect(roots, "no differentiable output to walk")
     seen, stack, visited = set(), list(roots), 0
     while stack:
         node = stack.pop()
@@ -174,7 +210,8 @@ def assert_explicit_graph(
         visited += 1
         if type(node).__name__ == "AccumulateGrad":
             continue
-        assert _is_explicit(node, allow), f"built-in autograd node {type(node).__name__} in the graph"
+        if not _is_explicit(node, allow):
+            raise AssertionError(_not_explicit(node))
         stack.extend(nxt for nxt, _ in node.next_functions)
     return visited
 
@@ -278,12 +315,14 @@ def assert_autocast_dtype_matches(
     with torch.autocast(device_type, dtype=dtype):
         ours, ref = op(*ours_in), reference(*ref_in)
     for i, (a, b) in enumerate(zip(_tensors(ours), _tensors(ref))):
-        assert a.dtype == b.dtype, f"output {i} under autocast: {a.dtype}, native gives {b.dtype}"
+        _expect(a.dtype == b.dtype, f"output {i} under autocast: {a.dtype}, native gives {b.dtype}")
     outs = _diff_outputs(ours)
     if outs:
         wants = [x for x in ours_in if isinstance(x, Tensor) and x.requires_grad]
         grads = torch.autograd.grad(outs, wants, [torch.ones_like(o) for o in outs],
                                     allow_unused=True)
         for x, gx in zip(wants, grads):
-            assert gx is None or gx.dtype == x.dtype, f"grad dtype {gx.dtype} != input {x.dtype}"
-            assert gx is None or torch.isfinite(gx).all(), "non-finite grad under autocast"
+            if gx is None:
+                continue
+            _expect(gx.dtype == x.dtype, f"grad dtype {gx.dtype} != input {x.dtype}")
+            _expect(torch.isfinite(gx).all(), "non-finite grad under autocast")

@@ -46,6 +46,12 @@ _NOTHING_TO_CONVERT = (
     torch.nn.Identity,
 )
 
+#: Modules whose children only hold parameters: their forward reads the children's weights
+#: through a functional call and never calls the children, so only the parent is reported.
+_CHILDREN_HOLD_PARAMETERS_ONLY = (
+    torch.nn.MultiheadAttention,  # F.multi_head_attention_forward reads out_proj.weight/.bias
+)
+
 
 @dataclass
 class ConversionReport:
@@ -81,14 +87,21 @@ def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = Fal
     so outputs are unchanged and ``state_dict`` moves both ways. Returns ``(model, report)``;
     ``report.unconverted`` names each module left on built-in autograd: a class with no twin, or
     a supported class in a configuration the explicit rule does not cover. With ``strict=True``
-    any such module raises ``ValueError`` instead. ``model`` is deep-copied unless ``inplace``.
+    any such module raises ``ValueError`` instead. A child that its parent only keeps parameters
+    in (``MultiheadAttention.out_proj``) is never called, so it is neither converted nor listed:
+    the parent's entry covers it. ``model`` is deep-copied unless ``inplace``.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
     model = model if inplace else copy.deepcopy(model)
     report = ConversionReport()
     explicit = set(TWINS.values()) | {fused.LinearCrossEntropy}
+    parameter_holders: list[str] = []  # name prefixes of children that only hold parameters
     for name, module in model.named_modules():
+        if any(name.startswith(prefix) for prefix in parameter_holders):
+            continue  # never called as a module: the parent's own entry covers it
+        if isinstance(module, _CHILDREN_HOLD_PARAMETERS_ONLY):
+            parameter_holders.append(f"{name}." if name else "")
         cls = type(module)
         if cls in explicit:
             continue
