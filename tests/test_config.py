@@ -13,6 +13,8 @@ from trainer.config import ConfigError, check_overrides
 CONFIG_DIR = config.config_dir()
 GROUPS = ("model", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks",
           "experiment")
+#: Overrides that options with a required key (`???`) need to compose.
+REQUIRED = {("data", "tensors"): ["data.path=mine.npz"]}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def test_config_dir_honours_the_environment(monkeypatch, tmp_path):
 def test_every_group_has_the_options_the_issue_names():
     expected = {
         "model": {"mlp", "cnn", "cnn1d", "attention"},
-        "data": {"digits", "mnist1d", "moons", "spirals", "fashion_mnist", "mnist"},
+        "data": {"digits", "mnist1d", "moons", "spirals", "fashion_mnist", "mnist", "tensors"},
         "optimizer": {"sgd", "momentum", "adam", "adamw"},
         "scheduler": {"none", "cosine", "step"},
         "trainer": {"cpu", "gpu", "ddp", "debug"},
@@ -72,7 +74,7 @@ def test_the_default_run_equals_experiment_digits_mlp(hydra_context):
 @pytest.mark.parametrize("group", [g for g in GROUPS if g != "experiment"])
 def test_every_option_composes_and_validates(hydra_context, group):
     for option in config.option_names(group):
-        cfg = compose_config(f"{group}={option}")
+        cfg = compose_config(f"{group}={option}", *REQUIRED.get((group, option), []))
         config.validate(cfg)
         schema = OmegaConf.get_type(cfg[group])
         assert schema in config.SCHEMAS[group].values(), (group, option, schema)
@@ -139,6 +141,8 @@ def test_added_keys_are_refused_even_with_plus(hydra_context):
     (["optimizer.lr=0.1,0.2"], "optimizer.lr", "--multirun"),
     (["optimizer.lr=[1"], "optimizer.lr", "cannot parse"),
     (["data.batch_size=0"], "data.batch_size", ">= 1"),
+    (["data=tensors"], "data.path", "is required"),
+    (["data=tensors", "data.path=mine.npz", "data.num_classes=1"], "data.num_classes", ">= 2"),
 ])
 def test_check_overrides_turns_every_failure_into_one_config_error(overrides, key, words):
     with pytest.raises(ConfigError) as caught:

@@ -264,6 +264,16 @@ class MNISTConfig(_IDXConfig):
     name: str = _named("mnist")
 
 
+@dataclass
+class TensorsConfig(_DataConfig):
+    """Your own arrays: x and y (optionally x_test/y_test, x_val/y_val) in one file."""
+
+    name: str = _named("tensors")
+    path: str = MISSING  # a .npz (np.savez) or .pt (torch.save of a dict of tensors)
+    test_fraction: float = checked(0.2, in_range(0.05, 0.9))  # used when the file has no x_test
+    num_classes: int | None = checked(None, optional(at_least(2)))  # None: max label + 1
+
+
 # --------------------------------------------------------------------------------------------
 # optimizer/ and scheduler/
 # --------------------------------------------------------------------------------------------
@@ -443,7 +453,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "cnn1d": CNN1dConfig,
               "attention": AttentionConfig},
     "data": {"digits": DigitsConfig, "mnist1d": MNIST1DConfig, "moons": MoonsConfig,
-             "spirals": SpiralsConfig, "fashion_mnist": FashionMNISTConfig, "mnist": MNISTConfig},
+             "spirals": SpiralsConfig, "fashion_mnist": FashionMNISTConfig, "mnist": MNISTConfig,
+             "tensors": TensorsConfig},
     "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig},
     "scheduler": {"none": NoSchedulerConfig, "cosine": CosineConfig, "step": StepConfig},
     "trainer": {"trainer": TrainerConfig},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -30,15 +31,22 @@ def assert_only_explicit_layers(model: torch.nn.Module) -> None:
 
 
 @pytest.fixture(scope="module")
-def composed():
-    """Each model and data option as Hydra composes it (plain dicts)."""
+def composed(tmp_path_factory):
+    """Each model and data option as Hydra composes it (plain dicts); data=tensors reads 3x8x8
+    images from a file written here."""
+    images = tmp_path_factory.mktemp("tensors") / "images.npz"
+    np.savez(images, x=np.random.default_rng(0).random((20, 3, 8, 8)), y=np.arange(20) % 4)
+    required = {"data=tensors": [f"data.path={images}"]}
+
+    def composed_option(group: str, name: str) -> dict:
+        choice = f"{group}={name}"
+        return config.to_plain(compose("config", [choice, *required.get(choice, [])]))[group]
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(config.config_dir()), version_base="1.3"):
-        options = {
-            group: {name: config.to_plain(compose("config", [f"{group}={name}"]))[group]
-                    for name in config.option_names(group)}
-            for group in ("model", "data")
-        }
+        options = {group: {name: composed_option(group, name)
+                           for name in config.option_names(group)}
+                   for group in ("model", "data")}
     GlobalHydra.instance().clear()
     return options
 
@@ -59,8 +67,8 @@ def test_every_model_with_every_compatible_data_set_builds_and_runs(composed, tm
             assert logits.shape == (3, datamodule.num_classes), (data_name, model_name)
             assert torch.isfinite(logits).all()
             built += 1
-    # mlp and attention take all 6 sets; cnn the 3 image sets; cnn1d mnist1d.
-    assert built == 6 + 6 + 3 + 1
+    # mlp and attention take all 7 sets; cnn the 4 image sets (tensors too); cnn1d mnist1d.
+    assert built == 7 + 7 + 4 + 1
 
 
 @pytest.mark.parametrize("name, shape", [

@@ -1,7 +1,8 @@
 """LightningDataModules for small classification sets, served as whole batches from tensors.
 
 ``build(data_config, seed)`` picks the module by ``data_config["name"]``. Every module exposes
-``input_shape`` and ``num_classes`` before loading anything, so models size themselves from it.
+``input_shape`` and ``num_classes`` before ``setup``, so models size themselves from it: all but
+``tensors`` without loading anything, ``tensors`` by reading its (small) file when built.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .batches import BatchSampler, TensorBatches, batch_loader
 from .digits import DigitsDataModule
 from .idx import FashionMNISTDataModule, IDXDataModule, IDXError, MNISTDataModule, read_idx
 from .mnist1d import MNIST1DDataModule
+from .tensors import TensorsDataModule
 from .toy2d import MoonsDataModule, SpiralsDataModule
 
 DATAMODULES: dict[str, type[TensorDataModule]] = {
@@ -23,6 +25,7 @@ DATAMODULES: dict[str, type[TensorDataModule]] = {
     "spirals": SpiralsDataModule,
     "fashion_mnist": FashionMNISTDataModule,
     "mnist": MNISTDataModule,
+    "tensors": TensorsDataModule,
 }
 
 
@@ -38,6 +41,6 @@ def build(data: Mapping[str, Any], seed: int = 0) -> TensorDataModule:
 __all__ = [
     "DATAMODULES", "BatchSampler", "DataError", "DigitsDataModule", "FashionMNISTDataModule",
     "IDXDataModule", "IDXError", "MNIST1DDataModule", "MNISTDataModule", "MoonsDataModule",
-    "SpiralsDataModule", "TensorBatches", "TensorDataModule", "batch_loader", "build",
-    "read_idx",
+    "SpiralsDataModule", "TensorBatches", "TensorDataModule", "TensorsDataModule",
+    "batch_loader", "build", "read_idx",
 ]

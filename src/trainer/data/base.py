@@ -42,16 +42,18 @@ class TensorDataModule(L.LightningDataModule):
     Subclasses say what the samples look like (``input_shape``, ``num_classes``) without
     loading anything, so a model can be built first, and implement :meth:`load`, returning the
     train and test sets (``x`` float, ``y`` int64). This class carves the validation split out
-    of the train set, normalizes all three with the train split's statistics, and serves whole
-    batches (see :mod:`trainer.data.batches`). The splits depend only on ``split_seed``: fixed
-    by default, so runs with different ``seed`` (initialization, batch order) share one test
-    set; ``split_seed=None`` takes ``seed``.
+    of the train set (:meth:`split_val`), normalizes all three with the train split's
+    statistics, and serves whole batches (see :mod:`trainer.data.batches`). The splits depend
+    only on ``split_seed``: fixed by default, so runs with different ``seed`` (initialization,
+    batch order) share one test set; ``split_seed=None`` takes ``seed``.
     """
 
     name: str = "tensors"
     #: What one sample's input looks like, without the batch dimension.
     input_shape: tuple[int, ...]
     num_classes: int
+    #: The config key that refusals of the data name: the one to change to fix it.
+    data_key: str = "data"
 
     def __init__(self, *, root: str | Path = "data", batch_size: int = 64,
                  eval_batch_size: int = 1024, val_fraction: float = 0.1, normalize: bool = True,
@@ -76,6 +78,11 @@ class TensorDataModule(L.LightningDataModule):
         """Return ``((x_train, y_train), (x_test, y_test))``; inputs ``(N, *input_shape)``."""
         raise NotImplementedError
 
+    @property
+    def source(self) -> str:
+        """The data as refusals name it: the set's name, or the file it comes from."""
+        return self.name
+
     # -- splitting and normalizing ---------------------------------------------------------------
 
     def generator(self, salt: int = 0) -> torch.Generator:
@@ -88,10 +95,7 @@ class TensorDataModule(L.LightningDataModule):
         (x_train, y_train), test = self.load()
         self.check_split("train", x_train, y_train)
         self.check_split("test", *test)
-        if self.val_fraction > 0:
-            train, val = random_split(x_train, y_train, self.val_fraction, self.generator(1))
-        else:
-            train, val = (x_train, y_train), (x_train[:0], y_train[:0])
+        train, val = self.split_val(x_train, y_train)
         if self.normalize:
             # Statistics of the train split only: validation and test stay unseen.
             dims = [0, *range(2, train[0].dim())]  # all but the channel (or feature) dim
@@ -101,27 +105,37 @@ class TensorDataModule(L.LightningDataModule):
         self.train, self.val, self.test = (
             (x.float().contiguous(), y.long().contiguous()) for x, y in (train, val, test))
 
+    def split_val(self, x: Tensor, y: Tensor
+                  ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """Split the validation set off the train set ``(x, y)``: returns ``(train, val)``.
+
+        Here ``val_fraction`` of it, stratified (an empty val split when 0); a data set that
+        comes with its own validation split returns that instead."""
+        if self.val_fraction > 0:
+            return random_split(x, y, self.val_fraction, self.generator(1))
+        return (x, y), (x[:0], y[:0])
+
     def check_split(self, split: str, x: Tensor, y: Tensor) -> None:
         """Refuse, naming the problem, what would otherwise fail deep inside training (or
         train on nonsense): an empty split, inputs of another shape than ``input_shape``,
         labels that are not whole numbers in ``[0, num_classes)``."""
-        where = f"{self.name}: the {split} split"
+        key, where = self.data_key, f"{self.source}: the {split} split"
         if len(x) == 0:
-            raise DataError("data", f"{where} is empty: nothing to train or test on")
+            raise DataError(key, f"{where} is empty: nothing to train or test on")
         if len(y) != len(x):
-            raise DataError("data", f"{where} has {len(x)} inputs but {len(y)} labels")
+            raise DataError(key, f"{where} has {len(x)} inputs but {len(y)} labels")
         if tuple(x.shape[1:]) != tuple(self.input_shape):
-            raise DataError("data", f"{where} holds inputs of shape {tuple(x.shape[1:])}, "
+            raise DataError(key, f"{where} holds inputs of shape {tuple(x.shape[1:])}, "
                             f"expected {tuple(self.input_shape)}")
         if y.dim() != 1 or y.is_complex() or y.dtype == torch.bool:
-            raise DataError("data", f"{where}: expected one class number per sample, got labels "
+            raise DataError(key, f"{where}: expected one class number per sample, got labels "
                             f"of shape {tuple(y.shape)} and dtype {y.dtype}")
         if y.is_floating_point() and not torch.equal(y, y.round()):
-            raise DataError("data", f"{where}: labels must be whole class numbers, got "
+            raise DataError(key, f"{where}: labels must be whole class numbers, got "
                             f"{y[y != y.round()][0].item()!r} (dtype {y.dtype})")
         low, high = y.min().item(), y.max().item()
         if low < 0 or high >= self.num_classes:
-            raise DataError("data", f"{where}: labels must lie in [0, {self.num_classes}) for "
+            raise DataError(key, f"{where}: labels must lie in [0, {self.num_classes}) for "
                             f"{self.num_classes} classes, found labels from {low:g} to {high:g}")
 
     @property
