@@ -185,13 +185,15 @@ def main(argv=None) -> None:
 
         # the recipe's own optimizer, schedule and stepping interval (they read hparams, trainer)
         configure_optimizers = recipe.Recipe.configure_optimizers
+        optimizer_steps = recipe.Recipe.optimizer_steps
         _scheduler_interval = recipe.Recipe._scheduler_interval
 
         def __init__(self):
             super().__init__()
             self.automatic_optimization = False
             self.save_hyperparameters({"optimizer": plain["optimizer"],
-                                       "scheduler": plain["scheduler"]}, logger=False)
+                                       "scheduler": plain["scheduler"],
+                                       "accumulate_grad_batches": 1}, logger=False)
             source = new_recipe()  # the same weights as the bare loop's
             self.model, self.loss = source.model, source.loss
 

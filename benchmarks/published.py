@@ -45,7 +45,7 @@ ROWS = [
     Row("moons_mlp", "two moons", "MLP", "—", 1.0),
 ]
 
-_RESULT = re.compile(r"^test/acc (\d+\.\d+)", re.MULTILINE)
+_RESULT = re.compile(r"^test/acc +(\d+\.\d+)", re.MULTILINE)
 _RUN_DIR = re.compile(r"^run folder: (.+)$", re.MULTILINE)
 
 

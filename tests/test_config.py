@@ -134,8 +134,10 @@ def test_added_keys_are_refused_even_with_plus(hydra_context):
 @pytest.mark.parametrize("overrides, key, words", [
     (["model.foo=1"], "model.foo", "unknown key"),
     (["foo=1"], "foo", "unknown key"),
-    (["optimizer.lr=abc"], "optimizer.lr", "could not be converted"),
-    (["model.hidden=[a]"], "model.hidden[0]", "could not be converted"),
+    (["optimizer.lr=abc"], "optimizer.lr", "must be a number, got 'abc'"),
+    (["model.hidden=[a]"], "model.hidden[0]", "must be a whole number, got 'a'"),
+    (["trainer.max_epochs=abc"], "trainer.max_epochs", "must be a whole number, got 'abc'"),
+    (["verbose=maybe"], "verbose", "must be true or false, got 'maybe'"),
     (["model=transformer"], "model", "unknown option 'transformer'"),
     (["experiment=nope"], "experiment", "unknown option 'nope'"),
     (["optimizer.lr=0.1,0.2"], "optimizer.lr", "--multirun"),

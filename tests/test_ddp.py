@@ -46,7 +46,8 @@ def only_run_folder(cwd: Path, process: subprocess.Popen) -> tuple[Path, str]:
 
 @pytest.mark.slow
 def test_two_cpu_processes_train_as_one_with_twice_the_batch(tmp_path):
-    ddp = start(tmp_path / "ddp", "trainer=ddp_cpu", "data.batch_size=16")
+    # verbose: Lightning's own lines say which backend and how many processes it started
+    ddp = start(tmp_path / "ddp", "trainer=ddp_cpu", "data.batch_size=16", "verbose=true")
     single = start(tmp_path / "single", "trainer=cpu", "data.batch_size=32")
     ddp_dir, ddp_output = only_run_folder(tmp_path / "ddp", ddp)
     single_dir, _ = only_run_folder(tmp_path / "single", single)

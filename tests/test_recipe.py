@@ -73,6 +73,39 @@ def test_grad_clip_bounds_the_update(tmp_path):
     assert (after - before).norm() == pytest.approx(1e-3, rel=1e-3)
 
 
+class EvenPoints(Points):
+    """Points with 256 training samples and no validation split: 16 batches of 16 pair up
+    exactly into 8 batches of 32 (each epoch's order is one permutation, cut in order)."""
+
+    def load(self):
+        generator = torch.Generator().manual_seed(1)
+        y = torch.arange(320) % 3
+        x = torch.randn(320, 4, generator=generator) * 0.3 + torch.eye(4)[y] * 3
+        return (x[:256], y[:256]), (x[256:], y[256:])
+
+
+@pytest.mark.parametrize("scheduler", [{"name": "none"},
+                                       {"name": "cosine", "warmup_steps": 2}])
+def test_accumulating_k_batches_of_b_steps_as_one_batch_of_kb(tmp_path, scheduler):
+    def trained(batch_size: int, k: int) -> tuple[list[torch.Tensor], int, float]:
+        torch.manual_seed(0)
+        recipe = small_recipe(optimizer={"name": "sgd", "lr": 0.5, "momentum": 0.9},
+                              scheduler=scheduler, accumulate_grad_batches=k)
+        trainer = quiet_trainer(tmp_path, max_epochs=2, limit_val_batches=0)
+        trainer.fit(recipe, datamodule=EvenPoints(batch_size=batch_size, val_fraction=0.0))
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        return [p.detach() for p in recipe.parameters()], trainer.global_step, lr
+
+    accumulated, steps, lr = trained(batch_size=16, k=2)
+    whole, whole_steps, whole_lr = trained(batch_size=32, k=1)
+    assert steps == whole_steps == 16  # optimizer steps: 8 an epoch
+    assert lr == pytest.approx(whole_lr)  # the schedule counts optimizer steps
+    for a, b in zip(accumulated, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    unaccumulated, _, _ = trained(batch_size=16, k=1)
+    assert not torch.allclose(unaccumulated[0], whole[0], atol=1e-3)  # the test can fail
+
+
 def test_warmup_cosine_factor():
     factor = WarmupCosine(total=110, warmup=10, floor=0.1)
     assert factor(0) == pytest.approx(0.1)

@@ -120,7 +120,14 @@ def _devices(v) -> str | None:
     return f"must be 'auto', a count >= 1, -1 (all) or a list of device ids, got {v!r}"
 
 
+#: Strategies accepted without asking Lightning's registry, whose import takes seconds: a bad
+#: value elsewhere in the config is then refused at once, not after that import.
+COMMON_STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "single_device")
+
+
 def _strategy(v) -> str | None:
+    if v in COMMON_STRATEGIES:
+        return None
     from lightning.pytorch.strategies import StrategyRegistry  # lazily: lightning is slow to load
 
     known = ["auto", *sorted(StrategyRegistry.available_strategies())]
@@ -355,6 +362,9 @@ class TrainerConfig:
     limit_test_batches: Any = checked(1.0, _batch_limit)
     check_val_every_n_epoch: int | None = checked(1, optional(at_least(1)))
     log_every_n_steps: int = checked(10, at_least(1))
+    # Step the optimizer every k batches on the mean of their losses. With manual optimization
+    # Lightning does not do this itself: the recipe does, and this key never reaches the Trainer.
+    accumulate_grad_batches: int = checked(1, at_least(1))
     num_sanity_val_steps: int = checked(0, at_least(-1))
     enable_progress_bar: bool = True
     enable_model_summary: bool = True
@@ -382,6 +392,17 @@ class CheckpointConfig:
     mode: str = checked("max", one_of("min", "max"))
     save_top_k: int = checked(1, at_least(-1))
     save_last: bool = True
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` validations."""
+
+    enabled: bool = False
+    monitor: str = "val/loss"
+    mode: str = checked("min", one_of("min", "max"))
+    patience: int = checked(5, at_least(1))
+    min_delta: float = checked(0.0, at_least(0.0))
 
 
 @dataclass
@@ -418,7 +439,8 @@ class CallbacksConfig:
     """Callbacks by name; each added callback gets a field here and a line in callbacks.build."""
 
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    progress_bar: bool = True
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    progress_bar: bool = True  # on a terminal; elsewhere (a log file) a line per epoch
     progress_refresh_rate: int = checked(1, at_least(1))
     gradient_flow: GradientFlowConfig = field(default_factory=GradientFlowConfig)
     gradient_check: GradientCheckConfig = field(default_factory=GradientCheckConfig)
@@ -443,8 +465,10 @@ class Config:
     seed: int = checked(42, at_least(0))
     threads: int | None = checked(1, at_least(1))  # torch CPU threads; None: torch's default
     keep_freed_memory: bool = True  # glibc malloc keeps freed blocks (trainer.allocator)
-    ckpt_path: str | None = None  # resume fitting from this checkpoint
-    test_ckpt: str = checked("last", one_of("best", "last"))  # weights the test stage uses
+    ckpt_path: str | None = None  # resume fitting from this checkpoint (or test it: mode=test)
+    mode: str = checked("fit", one_of("fit", "test"))  # test: evaluate ckpt_path, no training
+    test_ckpt: str = checked("best", one_of("best", "last"))  # weights the test stage uses
+    verbose: bool = False  # Lightning's own messages (devices, model summary, tips) too
     experiment: str | None = None  # set by experiment/<name>.yaml, for the run's name
 
 
@@ -570,7 +594,7 @@ def explain(error: BaseException) -> ConfigError:
         problem = _first_line(getattr(cause, "msg", None) or str(cause))
         if "not in struct" in problem or "Key '" in problem and "not in" in problem:
             problem = "unknown key (check the spelling; `--cfg job` shows the config)"
-        return ConfigError(key, problem)
+        return ConfigError(key, _conversion_problem(problem) or problem)
     key = _quoted_key(str(error)) or "config"
     if str(error).startswith("Ambiguous value"):
         return ConfigError(key, "a comma list sweeps several runs: add -m (--multirun), or write "
@@ -598,6 +622,25 @@ def _explain_missing_option(error) -> ConfigError:
     return ConfigError(_quoted_key(text) or "config", _first_line(text))
 
 
+#: OmegaConf's type names, as the rest of the checks word a type.
+_TYPE_WORDS = {"Integer": "a whole number", "Float": "a number", "Boolean": "true or false",
+               "String": "text"}
+
+
+def _conversion_problem(problem: str) -> str | None:
+    """OmegaConf's "Value 'abc' of type 'str' could not be converted to Integer", worded as
+    the other checks are: "must be a whole number, got 'abc'"."""
+    import re
+
+    found = re.match(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", problem)
+    found = found or re.match(r"Value '(.*)' is not a valid (bool)", problem)
+    if found is None:
+        return None
+    value, kind = found.groups()
+    kind = "Boolean" if kind == "bool" else kind
+    return f"must be {_TYPE_WORDS.get(kind, kind)}, got {value!r}"
+
+
 def _first_line(text: str) -> str:
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[0] if lines else "invalid"
@@ -613,14 +656,16 @@ def _quoted_key(text: str) -> str | None:
 
 def check_overrides(overrides: Sequence[str], *, multirun: bool = False,
                     config_name: str = "config", directory: Path | None = None,
-                    also: Callable[[DictConfig], None] | None = None) -> int:
+                    also: Callable[[DictConfig], None] | None = None,
+                    passthrough: tuple[type[BaseException], ...] = ()) -> int:
     """Compose and validate the config of every job these overrides ask for.
 
     Raises :class:`ConfigError` on the first problem; returns the number of jobs checked.
     ``also(cfg)`` runs after :func:`validate` for checks beyond the schemas (it may raise any
     error with ``key`` and ``problem`` attributes). With
     ``multirun`` each sweep (``optimizer.lr=0.01,0.1``) is expanded as Hydra's basic sweeper
-    would; without it a sweep is refused, as Hydra refuses it.
+    would; without it a sweep is refused, as Hydra refuses it. Exceptions of the
+    ``passthrough`` types raised by ``also`` propagate as they are.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -643,6 +688,8 @@ def check_overrides(overrides: Sequence[str], *, multirun: bool = False,
                     validate(cfg)
                     if also is not None:
                         also(cfg)
+                except passthrough:
+                    raise
                 except Exception as error:  # every composition error becomes one line
                     raise explain(error) from error
     finally:
@@ -665,3 +712,31 @@ def option_names(group: str, directory: Path | None = None) -> list[str]:
     """The options of one config group, from the YAML files in ``conf/<group>/``."""
     folder = (directory or config_dir()) / group
     return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+# --------------------------------------------------------------------------------------------
+# The hyperparameters a run is compared by
+# --------------------------------------------------------------------------------------------
+
+#: Keys shown in TensorBoard's HPARAMS tab for every run: what a model's result depends on.
+#: The whole config stays in the run's ``config.yaml``.
+KEY_HYPERPARAMETERS = ("model", "optimizer", "scheduler", "data.name", "data.batch_size",
+                       "trainer.max_epochs", "trainer.accumulate_grad_batches", "seed",
+                       "experiment")
+
+
+def key_hyperparameters(plain: dict, overridden: Sequence[str] = ()) -> dict:
+    """The part of a resolved config under :data:`KEY_HYPERPARAMETERS` and under the keys the
+    command line set (``overridden``, e.g. ``callbacks.gradient_check.samples`` swept by
+    ``-m``), nested as in ``plain``."""
+    wanted = [*KEY_HYPERPARAMETERS, *(k for k in overridden if not k.startswith("hydra"))]
+
+    def keep(node: Any, prefix: str) -> Any:
+        if any(prefix == w or prefix.startswith(w + ".") for w in wanted):
+            return node
+        if not isinstance(node, dict):
+            return None
+        kept = {k: keep(v, f"{prefix}.{k}" if prefix else k) for k, v in node.items()}
+        return {k: v for k, v in kept.items() if v is not None} or None
+
+    return keep(plain, "") or {}

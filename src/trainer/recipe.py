@@ -88,12 +88,18 @@ class Recipe(L.LightningModule):
             ``grad_clip > 0`` clips the gradient norm before each step.
         scheduler: a ``scheduler/`` config (``none``, ``cosine`` per step, ``step`` per epoch).
         input_shape, num_classes: from the datamodule.
+        accumulate_grad_batches: step the optimizer once every k batches, on the gradient of
+            the mean of their k losses: k batches of B give the update one batch of kB would.
+            (Lightning's own ``accumulate_grad_batches`` does not apply under manual
+            optimization.) A shorter last group of an epoch is scaled by 1/k too, as
+            Lightning scales it.
         config: the whole run's config, kept in the checkpoint for the record.
     """
 
     def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any],
                  scheduler: Mapping[str, Any] | None = None, *, input_shape: Sequence[int],
-                 num_classes: int, config: Mapping[str, Any] | None = None):
+                 num_classes: int, config: Mapping[str, Any] | None = None,
+                 accumulate_grad_batches: int = 1):
         super().__init__()
         # logger=False: the hyperparameters go to TensorBoard once, with the final metrics.
         self.save_hyperparameters(logger=False)
@@ -105,6 +111,7 @@ class Recipe(L.LightningModule):
         self.train_confusion = MulticlassConfusionMatrix(num_classes)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self._accumulated = 0  # batches whose gradients wait for the next optimizer step
 
     # -- the recipe ------------------------------------------------------------------------------
 
@@ -125,9 +132,16 @@ class Recipe(L.LightningModule):
         return loss
 
     def adjust(self, loss: Tensor) -> None:
-        """Backward through our rules, then one optimizer (and per-step scheduler) step."""
+        """Backward through our rules, then one optimizer (and per-step scheduler) step; with
+        ``accumulate_grad_batches`` = k, the step waits until k batches have added their
+        gradients (or the epoch ends)."""
         optimizer = self.optimizers()
-        self.manual_backward(loss)
+        k = self.hparams.accumulate_grad_batches
+        self.manual_backward(loss / k if k > 1 else loss)
+        self._accumulated += 1
+        if self._accumulated < k and not self.trainer.is_last_batch:
+            return
+        self._accumulated = 0
         clip = self.hparams.optimizer.get("grad_clip", 0.0)
         if clip > 0:
             self.clip_gradients(optimizer, gradient_clip_val=clip,
@@ -158,7 +172,21 @@ class Recipe(L.LightningModule):
         for scheduler_config in self.trainer.lr_scheduler_configs:
             for factor in getattr(scheduler_config.scheduler, "lr_lambdas", []):
                 if isinstance(factor, WarmupCosine):
-                    factor.total = int(self.trainer.estimated_stepping_batches)
+                    factor.total = int(self.optimizer_steps())
+
+    def on_train_epoch_start(self) -> None:
+        self._accumulated = 0
+
+    def optimizer_steps(self) -> float:
+        """How many optimizer steps the whole fit takes (``inf`` when it has no end): Lightning's
+        ``estimated_stepping_batches``, counted in groups of ``accumulate_grad_batches``."""
+        estimate = self.trainer.estimated_stepping_batches  # also sets up the train loader
+        k = self.hparams.accumulate_grad_batches
+        if k == 1:
+            return estimate
+        steps = math.ceil(self.trainer.num_training_batches / k) * self.trainer.max_epochs \
+            if self.trainer.max_epochs not in (None, -1) else math.inf
+        return min(steps, self.trainer.max_steps) if self.trainer.max_steps != -1 else steps
 
     def on_train_epoch_end(self) -> None:
         self._log_metrics("train")
@@ -190,7 +218,7 @@ class Recipe(L.LightningModule):
         if name == "none":
             return optimizer
         if name == "cosine":
-            total = self.trainer.estimated_stepping_batches
+            total = self.optimizer_steps()
             if not math.isfinite(total):
                 raise models.ModelInputError(
                     "scheduler", "cosine needs a finite trainer.max_epochs or trainer.max_steps")

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from .best_epoch import BestEpoch
 from .gradient_check import GradientCheck, GradientCheckError
 from .gradient_flow import GradientFlow
 from .pictures import Pictures
@@ -87,28 +88,37 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 def build(callbacks: Mapping[str, Any], run_dir: str | Path,
-          hparams: Mapping[str, Any] | None = None) -> list[Callback]:
+          hparams: Mapping[str, Any] | None = None, terminal: bool = False) -> list[Callback]:
     """The callbacks a ``callbacks/`` config asks for; checkpoints go to ``run_dir/checkpoints``.
 
     The best checkpoint comes first, so ``trainer.checkpoint_callback`` is the best one.
+    :class:`BestEpoch` follows the same monitor. The progress bar runs only on a ``terminal``;
+    a line per epoch is printed either way (:class:`trainer.console.EpochLines`).
     """
+    from trainer.console import EpochLines
+
     checkpoint = dict(callbacks.get("checkpoint") or {})
+    monitor, mode = checkpoint.get("monitor", "val/acc"), checkpoint.get("mode", "max")
     dirpath = Path(run_dir) / "checkpoints"
     built: list[Callback] = [
         ModelCheckpoint(
             dirpath=dirpath,
             # A fixed name: "/" in a metric name would make a folder of the filename.
             filename="best",
-            monitor=checkpoint.get("monitor", "val/acc"),
-            mode=checkpoint.get("mode", "max"),
+            monitor=monitor,
+            mode=mode,
             save_top_k=checkpoint.get("save_top_k", 1),
             save_last=False,
             auto_insert_metric_name=False,
+            enable_version_counter=False,  # best.ckpt is always the best: never best-v1.ckpt
         )
     ]
     if checkpoint.get("save_last", True):
         built.append(LastCheckpoint(dirpath))
-    if callbacks.get("progress_bar", True):
+    built += [BestEpoch(monitor, mode), EpochLines()]
+    if (stopping := dict(callbacks.get("early_stopping") or {})).pop("enabled", False):
+        built.append(EarlyStopping(**stopping))
+    if callbacks.get("progress_bar", True) and terminal:
         built.append(TQDMProgressBar(refresh_rate=callbacks.get("progress_refresh_rate", 1)))
     if hparams is not None:
         built.append(HParamsSummary(hparams))
@@ -130,6 +140,6 @@ def checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
     return paths
 
 
-__all__ = ["GradientCheck", "GradientCheckError", "GradientFlow", "HParamsSummary",
+__all__ = ["BestEpoch", "GradientCheck", "GradientCheckError", "GradientFlow", "HParamsSummary",
            "LastCheckpoint", "Pictures", "ProcessSettings", "build", "checkpoint_paths",
            "flatten", "write_hparams"]
