@@ -19,13 +19,13 @@ import torch.nn.functional as native_F
 
 import trainer.functional as explicit_F
 from benchmarks import harness
-from trainer import testing
+from trainer import rules, testing
 
 
 @dataclass
 class Case:
     name: str
-    op: str  # the function's name, the same in trainer.functional and torch.nn.functional
+    op: str  # a rule's name (trainer.rules), the same in torch.nn.functional
     make: Callable[[], list]  # inputs (tensors and options), positional
     params: Callable[[list], list] = lambda inputs: []  # inputs that are parameters
     kwargs: dict = field(default_factory=dict)
@@ -105,6 +105,17 @@ class Prepared:
     native_step: Callable[[], None]
 
 
+def untimed() -> list[str]:
+    """The rules (in the table's order) that no case here times: their own benchmarks time
+    them (linear_cross_entropy: ``benchmarks.fused_ce``), or no case has been written yet."""
+    timed = {case.op for case in CASES}
+    return [rule.name for rule in rules.RULES if rule.name not in timed]
+
+
+if unknown := sorted({case.op for case in CASES} - set(rules.BY_NAME)):
+    raise ValueError(f"benchmarks.layers: cases for ops with no rule: {unknown}")
+
+
 def prepare(case: Case) -> Prepared:
     """Both sides of a case on the same inputs and grad_output. Raises what the explicit op
     raises."""
@@ -158,6 +169,7 @@ def main(argv=None) -> None:
                          "saved explicit / native", "saved ratio"], rows))
     slow = [r[0] for r in rows if r[3].endswith("SLOW")]
     print(f"\nslower than {harness.SLOW_RATIO}x native: {', '.join(slow) if slow else 'none'}")
+    print(f"rules with no case here: {', '.join(untimed()) or 'none'}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ class LinearCrossEntropy(Function):
     that input needs a gradient. Neither x, W nor any (N, V) tensor is kept; unfused,
     autograd keeps the log-softmax output, (N, V), which for a large vocabulary dwarfs the rest.
 
+    Saves: ∂loss/∂x, ∂loss/∂W and ∂loss/∂b, computed in forward, each only when that input
+    needs a gradient; never x, W nor an (N, V) tensor.
+
     Not supported, by design:
       * double backward: the saved gradients were computed without a graph, so a second
         derivative through them would be silently wrong; backward with ``create_graph=True``

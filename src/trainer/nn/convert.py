@@ -7,36 +7,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import activation, conv, dropout, embedding, flatten, fused, linear, loss, norm, pool
+from trainer import rules
 
-#: torch.nn class -> explicit twin. Each twin subclasses its torch.nn class and adds no state,
-#: so a converted module keeps its parameters, buffers, hooks and state_dict layout.
-TWINS: dict[type[torch.nn.Module], type[torch.nn.Module]] = {
-    torch.nn.Linear: linear.Linear,
-    torch.nn.Conv1d: conv.Conv1d,
-    torch.nn.Conv2d: conv.Conv2d,
-    torch.nn.MaxPool1d: pool.MaxPool1d,
-    torch.nn.MaxPool2d: pool.MaxPool2d,
-    torch.nn.AvgPool1d: pool.AvgPool1d,
-    torch.nn.AvgPool2d: pool.AvgPool2d,
-    torch.nn.ReLU: activation.ReLU,
-    torch.nn.LeakyReLU: activation.LeakyReLU,
-    torch.nn.GELU: activation.GELU,
-    torch.nn.SiLU: activation.SiLU,
-    torch.nn.Sigmoid: activation.Sigmoid,
-    torch.nn.Tanh: activation.Tanh,
-    torch.nn.Softmax: activation.Softmax,
-    torch.nn.LogSoftmax: activation.LogSoftmax,
-    torch.nn.Dropout: dropout.Dropout,
-    torch.nn.BatchNorm1d: norm.BatchNorm1d,
-    torch.nn.BatchNorm2d: norm.BatchNorm2d,
-    torch.nn.LayerNorm: norm.LayerNorm,
-    torch.nn.Embedding: embedding.Embedding,
-    torch.nn.Flatten: flatten.Flatten,
-    torch.nn.CrossEntropyLoss: loss.CrossEntropyLoss,
-    torch.nn.NLLLoss: loss.NLLLoss,
-    torch.nn.MSELoss: loss.MSELoss,
-}
+from . import fused
+
+#: torch.nn class -> explicit twin, as the table of rules lists them. Each twin subclasses its
+#: torch.nn class and adds no state, so a converted module keeps its parameters, buffers, hooks
+#: and state_dict layout.
+TWINS: dict[type[torch.nn.Module], type[torch.nn.Module]] = rules.twins()
 
 #: Modules that compute nothing differentiable of their own, so need no twin.
 _NOTHING_TO_CONVERT = (

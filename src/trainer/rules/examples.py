@@ -1,0 +1,143 @@
+"""Small inputs for each rule, as PyTorch's OpInfo ``sample_inputs`` are: what the standard
+checks (``tests/test_rule_checks.py``) run every rule on (each row of the table names its
+examples), in float64, and what a learner can
+call a rule on to see it work.
+
+Each function returns a list of :class:`Example`; a differentiable input is a float64 tensor
+that requires grad, anything else (class indices, running statistics, shapes, options) goes in
+as it is. Values are random but seeded, small enough for gradgradcheck, and away from the
+kinks of piecewise ops (a tie in a max-pool window, x = 0 for ReLU) by construction of
+``randn``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Example:
+    """``op(*args, **kwargs)``: one call of a rule."""
+
+    args: tuple
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    #: False where the gradient is defined to differ from the derivative that finite
+    #: differences measure (embedding's padding_idx row, which gets none by definition)
+    finite_differences: bool = True
+
+    def _str__(self) -> str:
+        return self.label or ", ".join(
+            "x".join(map(str, a.shape)) if isinstance(a, Tensor) else repr(a) for a in self.args)
+
+
+_generator = torch.Generator().manual_seed(0)
+
+
+def x(*shape: int, grad: bool = True) -> Tensor:
+    """A float64 tensor of standard normals (seeded), requiring grad unless told not to."""
+    return torch.randn(shape, dtype=torch.float64, generator=_generator).requires_grad_(grad)
+
+
+def classes(n: int, c: int) -> Tensor:
+    return torch.randint(0, c, (n,), generator=_generator)
+
+
+def linear() -> list[Example]:
+    return [Example((x(3, 4), x(5, 4), x(5))), Example((x(2, 3, 4), x(5, 4), None))]
+
+
+def conv1d() -> list[Example]:
+    return [Example((x(2, 3, 7), x(4, 3, 3), x(4)), {"stride": 2, "padding": 1}),
+            Example((x(2, 4, 6), x(4, 2, 2), None), {"groups": 2, "dilation": 2})]
+
+
+def conv2d() -> list[Example]:
+    return [Example((x(2, 3, 5, 5), x(4, 3, 3, 3), x(4)), {"padding": 1}),
+            Example((x(1, 2, 6, 6), x(2, 1, 2, 2), None), {"stride": 2, "groups": 2})]
+
+
+def pool(rank: int, kind: str) -> Callable[[], list[Example]]:
+    def examples() -> list[Example]:
+        tail = {"count_include_pad": False} if kind == "avg" else {"dilation": 1}
+        return [Example((x(2, 3, *(6,) * rank), 2)),
+                Example((x(1, 2, *(7,) * rank), 3), {"stride": 2, "padding": 1, **tail})]
+    return examples
+
+
+def pointwise(**options: Any) -> Callable[[], list[Example]]:
+    return lambda: [Example((x(3, 4),), dict(options)), Example((x(2, 3, 2),), dict(options))]
+
+
+def along_dim() -> list[Example]:
+    return [Example((x(3, 4),), {"dim": -1}), Example((x(2, 3, 4),), {"dim": 1})]
+
+
+def dropout() -> list[Example]:
+    # p = 0 and eval mode: the checks compare with torch, whose random mask no rule can share
+    return [Example((x(3, 4),), {"p": 0.0, "training": True}),
+            Example((x(3, 4),), {"p": 0.5, "training": False})]
+
+
+def batch_norm() -> list[Example]:
+    c = 3
+    return [Example((x(4, c), None, None, x(c), x(c)), {"training": True}, "training"),
+            Example((x(4, c, 2), x(c, grad=False), x(c, grad=False).abs() + 0.5, x(c), x(c)),
+                    {"training": False}, "eval")]
+
+
+def layer_norm() -> list[Example]:
+    return [Example((x(3, 4), (4,), x(4), x(4))), Example((x(2, 3, 4), (3, 4), None, None))]
+
+
+def embedding() -> list[Example]:
+    return [Example((classes(6, 5).reshape(2, 3), x(5, 4))),
+            Example((classes(4, 5), x(5, 4)), {"padding_idx": 0}, "padding_idx",
+                    finite_differences=False)]
+
+
+def attention() -> list[Example]:
+    return [Example((x(2, 3, 4), x(2, 5, 4), x(2, 5, 4))),
+            Example((x(1, 2, 3, 4), x(1, 2, 3, 4), x(1, 2, 3, 4)), {"is_causal": True})]
+
+
+def cross_entropy() -> list[Example]:
+    return [Example((x(4, 5), classes(4, 5))),
+            Example((x(4, 5), classes(4, 5)), {"label_smoothing": 0.1,
+                                               "weight": x(5, grad=False).abs()}),
+            Example((x(3, 5), x(3, 5, grad=False).softmax(-1)), label="probability targets")]
+
+
+def nll_loss() -> list[Example]:
+    return [Example((x(4, 5), classes(4, 5))), Example((x(4, 5), classes(4, 5)),
+                                                       {"reduction": "sum"})]
+
+
+def mse_loss() -> list[Example]:
+    return [Example((x(3, 4), x(3, 4))), Example((x(3, 4), x(3, 4)), {"reduction": "none"})]
+
+
+def linear_cross_entropy() -> list[Example]:
+    return [Example((x(4, 3), x(5, 3), classes(4, 5))),
+            Example((x(4, 3), x(5, 3), classes(4, 5), x(5)), {"reduction": "sum"})]
+
+
+def flatten() -> list[Example]:
+    return [Example((x(2, 3, 4),)), Example((x(2, 3, 4),), {"start_dim": 0, "end_dim": 1})]
+
+
+def linear_then_cross_entropy(input: Tensor, weight: Tensor, target: Tensor,
+                              bias: Tensor | None = None, **options: Any) -> Tensor:
+    """What :func:`trainer.functional.linear_cross_entropy` fuses, in torch's own ops."""
+    import torch.nn.functional as torch_F
+
+    return torch_F.cross_entropy(torch_F.linear(input, weight, bias), target, **options)
+
+
+def gelu() -> list[Example]:
+    return pointwise()() + pointwise(approximate="tanh")()
