@@ -7,10 +7,17 @@ own, so calling it inside a Function's ``forward`` or ``backward`` keeps the gra
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Sequence
 
 import torch
 from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
+
+
+#: The half-precision dtypes, which the rules compute in float32 where native kernels do.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+#: log₂(e): e^t = 2^(t·log₂e), and exp2's derivative needs only its result.
+LOG2_E = 1.0 / math.log(2.0)
 
 
 class Function(torch.autograd.Function):
@@ -150,9 +157,12 @@ def autocast_lower(device_type: str, *tensors: torch.Tensor | None):
     )
 
 
-def in_place_ok() -> bool:
-    """True when no graph is being recorded through the backward (create_graph=False)."""
-    return not torch.is_grad_enabled()
+def records_graph() -> bool:
+    """Whether autograd records the ops that run now. Inside a backward: True while it builds
+    a graph for double backward (``create_graph=True``, ``torch.func.grad``), when every op
+    must stay out of place and differentiable; False in a plain first-order backward, which
+    may reuse its buffers in place."""
+    return torch.is_grad_enabled()
 
 
 def batched(g: torch.Tensor) -> bool:

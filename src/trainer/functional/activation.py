@@ -1,7 +1,7 @@
 """Activations and (log-)softmax, each with its derivative written out.
 
 Two ways through a backward, same formula:
-- a first-order backward (grad mode off, ``in_place_ok()``): the terms accumulate in place in
+- a first-order backward (grad mode off, ``not records_graph()``): the terms accumulate in place in
   one or two fresh buffers, which saves allocations (and, on CPU, page faults) per call. Where
   g may be batched (``batched``: autograd vmaps this path over batched grad_outputs, with
   ``is_grads_batched``, and then g is batched and the saved tensors not), g never goes in place
@@ -24,17 +24,17 @@ import torch
 from torch import Tensor
 
 from ._util import (
+    LOG2_E,
     Function,
     ShapeError,
     batched,
     check_float,
     fail,
-    in_place_ok,
+    records_graph,
     shape_str,
     to_dtype,
 )
 
-_LOG2E = 1.0 / math.log(2.0)
 _SQRT1_2 = math.sqrt(0.5)
 _LOG2_INV_SQRT_2PI = -0.5 * math.log2(2.0 * math.pi)  # log₂ of 1/√(2π)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -90,7 +90,7 @@ class ReLU(Function):
     def backward(ctx, g: Tensor):
         (packed,) = ctx.saved_tensors
         positive = _unpack_bits(packed, ctx.shape)  # uint8 0/1
-        if in_place_ok():
+        if not records_graph():
             return _as_float_like(g, positive).mul_(g), None
         return g * positive, None  # differentiable in g
 
@@ -144,7 +144,7 @@ class LeakyReLU(Function):
         positive = _unpack_bits(packed, ctx.shape)  # uint8 0/1
         slope = ctx.negative_slope
         dydx = _as_float_like(g, positive).mul_(1.0 - slope).add_(slope)  # m + s·(1 − m)
-        return (dydx.mul_(g) if in_place_ok() else g * dydx), None, None
+        return (dydx.mul_(g) if not records_graph() else g * dydx), None, None
 
 
 def _positive(x: Tensor) -> Tensor:
@@ -241,10 +241,10 @@ class GELU(Function):
         x = to_dtype(x, g.dtype)
         if ctx.approximate == "tanh":
             return _gelu_tanh_grad(x, g), None
-        if in_place_ok():
+        if not records_graph():
             return _gelu_grad_first_order(x, g), None
         # φ(x) = 2^(log₂φ(x)),  log₂φ(x) = −x²·log₂e/2 − log₂√(2π)
-        pdf = torch.addcmul(x.new_full((), _LOG2_INV_SQRT_2PI), x, x, value=-0.5 * _LOG2E)
+        pdf = torch.addcmul(x.new_full((), _LOG2_INV_SQRT_2PI), x, x, value=-0.5 * LOG2_E)
         pdf = pdf.exp2_()  # exp2's derivative needs only its result, so in place is safe
         cdf = torch.erf(x * _SQRT1_2).mul_(0.5).add_(0.5)  # erf saved its input, not this
         return g * torch.addcmul(cdf, x, pdf), None
@@ -261,7 +261,7 @@ def _gelu_grad_first_order(x: Tensor, g: Tensor) -> Tensor:
     if dtype in (torch.float16, torch.bfloat16):
         x, g = x.float(), g.float()
     # φ(x) = 2^(log₂φ(x)),  log₂φ(x) = −x²·log₂e/2 − log₂√(2π)
-    pdf = torch.addcmul(x.new_full((), _LOG2_INV_SQRT_2PI), x, x, value=-0.5 * _LOG2E).exp2_()
+    pdf = torch.addcmul(x.new_full((), _LOG2_INV_SQRT_2PI), x, x, value=-0.5 * LOG2_E).exp2_()
     dydx = torch.nn.functional.gelu(x).sub_(x, alpha=0.5).div_(x).nan_to_num_(0.0)
     return _times_g(dydx.addcmul_(x, pdf).add_(0.5), g).to(dtype)  # (Φ + xφ)·g
 
@@ -270,7 +270,7 @@ def _gelu_tanh_grad(x: Tensor, g: Tensor) -> Tensor:
     """g·(s + 2x·u′·s(1 − s)) with s = σ(2u), 2u = 2k·x(1 + c·x²), 2u′ = 2k(1 + 3c·x²)."""
     k, c = _SQRT_2_OVER_PI, _GELU_TANH_CUBIC
     two_k = x.new_full((), 2.0 * k)
-    if in_place_ok():  # two buffers: s, and one like g that ends as the result
+    if not records_graph():  # two buffers: s, and one like g that ends as the result
         x_sq = torch.empty_like(g).copy_(x).square_()
         s = torch.add(two_k, x_sq, alpha=2.0 * k * c).mul_(x).sigmoid_()
         x_two_du_s = x_sq.mul_(6.0 * k * c).add_(2.0 * k).mul_(x).mul_(s)
@@ -319,7 +319,7 @@ class SiLU(Function):
         (x,) = ctx.saved_tensors
         x = to_dtype(x, g.dtype)
         s = torch.sigmoid(x)
-        if in_place_ok():
+        if not records_graph():
             v = torch.addcmul(x, x, s, value=-1.0)  # x(1 − s)
             return _times_g(s.addcmul_(s, v), g), None  # s + s·v = s(1 + x(1 − s)), times g
         # g·s·(1 + x(1 − s)) = g·s + x·(g·s − g·s·s)
@@ -351,7 +351,7 @@ class Sigmoid(Function):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
         dydx = torch.addcmul(y, y, y, value=-1.0)  # y − y²
-        return _times_g(dydx, g) if in_place_ok() else g * dydx
+        return _times_g(dydx, g) if not records_graph() else g * dydx
 
 
 class Tanh(Function):
@@ -377,7 +377,7 @@ class Tanh(Function):
     def backward(ctx, g: Tensor):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
-        if in_place_ok():
+        if not records_graph():
             return _times_g(torch.addcmul(y.new_ones(()), y, y, value=-1.0), g)  # (1 − y²)·g
         return torch.addcmul(g, g * y, y, value=-1.0)
 
@@ -408,7 +408,7 @@ class Softmax(Function):
         y = to_dtype(y, g.dtype)
         g_y = g * y
         sum_g_y = g_y.sum(ctx.dim, keepdim=True)
-        if in_place_ok():
+        if not records_graph():
             return g_y.addcmul_(y, sum_g_y, value=-1.0), None, None
         return torch.addcmul(g_y, y, sum_g_y, value=-1.0), None, None
 
@@ -438,8 +438,8 @@ class LogSoftmax(Function):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
         sum_g = g.sum(ctx.dim, keepdim=True)
-        softmax = (y * _LOG2E).exp2_()  # = e^y; exp2's derivative needs only its result
-        if in_place_ok() and not batched(g):  # g − e^y·Σg, into e^y's buffer
+        softmax = (y * LOG2_E).exp2_()  # = e^y; exp2's derivative needs only its result
+        if not records_graph() and not batched(g):  # g − e^y·Σg, into e^y's buffer
             return torch.addcmul(g, softmax, sum_g, value=-1.0, out=softmax), None, None
         return torch.addcmul(g, softmax, sum_g, value=-1.0), None, None
 

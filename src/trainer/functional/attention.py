@@ -8,10 +8,9 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import Function, fail, shape_str, sum_to_shape
+from ._util import LOW_PRECISION, Function, fail, records_graph, shape_str, sum_to_shape
 
 _OP = "scaled_dot_product_attention"
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 # Scores per chunk of the batch: ~1 MiB of float32, so that the (L, S) temporaries of a chunk
 # stay in cache and are recycled by the allocator instead of being faulted in afresh.
 _CHUNK_SCORES = 1 << 18
@@ -114,7 +113,7 @@ class ScaledDotProductAttention(Function):
         if not (need_scores or need_v):
             return None, None, None, None, None, None, None, None, None
         # Without create_graph nothing differentiates these ops, so buffers may be reused.
-        inplace = not torch.is_grad_enabled()
+        inplace = not records_graph()
         with _autocast_off(grad_output.device.type):
             q, k, v, mask = _operands(query, key, value, attn_mask, ctx.kv_repeats, ctx.amp_dtype)
             bias, row_keep = _mask_terms(mask, q.dtype)
@@ -255,7 +254,7 @@ def _working(t: Tensor | None, amp_dtype: torch.dtype | None) -> Tensor | None:
         return t
     if amp_dtype is not None and t.dtype != amp_dtype:
         t = t.to(amp_dtype)
-    return t.float() if t.dtype in _LOW_PRECISION else t
+    return t.float() if t.dtype in LOW_PRECISION else t
 
 
 def _operands(query, key, value, attn_mask, kv_repeats, amp_dtype):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ._util import Function, check_float, fail, ntuple, shape_str, to_dtype
+from ._util import Function, check_float, check_same_dtype, fail, ntuple, shape_str, to_dtype
 
 _CONV = {1: torch_F.conv1d, 2: torch_F.conv2d}
 _CONV_TRANSPOSE = {1: torch_F.conv_transpose1d, 2: torch_F.conv_transpose2d}
@@ -290,14 +290,6 @@ class Conv2d(Function):
         return _backward(ctx, g)
 
 
-def _effective_dtype(t: Tensor) -> torch.dtype:
-    """The dtype the convolution computes in: autocast lowers float32/16, never float64."""
-    device = t.device.type
-    if t.is_floating_point() and t.dtype != torch.float64 and torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return t.dtype
-
-
 def _params(op: str, rank: int, input: Tensor, weight: Tensor, bias: Tensor | None, stride,
             padding, dilation, groups) -> _Params:
     """Validate the arguments where torch would refuse them; expand them to rank-tuples."""
@@ -356,10 +348,7 @@ def _params(op: str, rank: int, input: Tensor, weight: Tensor, bias: Tensor | No
         raise fail(op, "non-empty spatial dims (only the batch or channels may be empty)",
                    f"input {shape_str(input)}")
     check_float(op, "input", input)  # torch has no integer or bool convolution kernels
-    dtype = _effective_dtype(input)
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t is not None and _effective_dtype(t) != dtype:
-            raise fail(op, f"{name} of the input's dtype {dtype}", f"{name} of dtype {t.dtype}")
+    check_same_dtype(op, input, weight=weight, bias=bias)
     return _Params(stride, pad_lo, pad_hi, dilation, groups)
 
 

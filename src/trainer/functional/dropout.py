@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._util import Function, batched, check_float, fail
+from ._util import Function, batched, check_float, fail, records_graph
 
 # lowbias32 (C. Wellons' integer hash): two multiply–xorshift rounds with full avalanche.
 _WEYL_STEP = 0x9E3779B1 - (1 << 32)  # ≈ 2³²/φ, as an int32: spreads consecutive indices
@@ -71,7 +71,7 @@ class Dropout(Function):
             keep = _keep_like(seed, g, ctx.p)
             # m·g·(1/(1 − p)), in place in the mask's buffer where that is safe: not when
             # double backward needs g · m recorded, nor where g may be batched and m not
-            if torch.is_grad_enabled() or batched(g):
+            if records_graph() or batched(g):
                 grad = (g * keep).mul_(1.0 / (1.0 - ctx.p))
             else:
                 grad = keep.mul_(g).mul_(1.0 / (1.0 - ctx.p))

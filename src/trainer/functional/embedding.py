@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._util import Function, ShapeError, fail, shape_str
+from ._util import Function, ShapeError, fail, records_graph, shape_str
 
 
 class EmbeddingIndexError(ShapeError, IndexError):
@@ -67,7 +67,7 @@ class Embedding(Function):
                 index, rows = index[keep], rows[keep]
             grad_weight = torch.sparse_coo_tensor(index.reshape(1, -1).long(), rows,
                                                   (num_weights, dim), check_invariants=False)
-        elif torch.is_grad_enabled():  # building a graph (double backward, vmap): out of place
+        elif records_graph():  # building a graph (double backward, vmap): out of place
             grad_weight = rows.new_zeros(num_weights, dim).index_add(0, index, rows)
             if padding_idx >= 0:
                 grad_weight = grad_weight.index_fill(

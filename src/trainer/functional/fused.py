@@ -5,14 +5,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._util import Function, autocast_lower, check_float, fail, shape_str
+from ._util import (
+    LOW_PRECISION,
+    Function,
+    autocast_lower,
+    check_float,
+    fail,
+    records_graph,
+    shape_str,
+)
 
 #: Without an explicit ``chunk_size``, each chunk's logits block holds at most this many
 #: elements (16 MiB in float32): small enough that the temporaries stay far below the full
 #: (N, V) logits, large enough that each chunk's matmuls still run at full speed.
 AUTO_CHUNK_ELEMENTS = 1 << 22
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 class LinearCrossEntropy(Function):
@@ -64,7 +71,7 @@ class LinearCrossEntropy(Function):
         mm_dtype = x.dtype
         # The softmax math runs in float32 for half-precision matmuls, as autocast would run
         # cross_entropy (and as Liger does): logsumexp over a large vocabulary in bf16 is coarse.
-        ce_dtype = torch.float32 if mm_dtype in _LOW_PRECISION else mm_dtype
+        ce_dtype = torch.float32 if mm_dtype in LOW_PRECISION else mm_dtype
         loss_dtype = ce_dtype if autocast_on else input.dtype
         need_x, need_w, need_b = needs_grads
         need_b = need_b and b is not None
@@ -133,7 +140,7 @@ class LinearCrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, g: Tensor | None, *_unused_grads):
-        if torch.is_grad_enabled():
+        if records_graph():
             raise RuntimeError(
                 "linear_cross_entropy: double backward (create_graph=True) is not supported: "
                 "the gradients were precomputed in forward, with no graph to differentiate")

@@ -9,11 +9,20 @@ import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 
-from ._util import Function, autocast_fp32, check_float, fail, shape_str, sum_to_shape, to_dtype
+from ._util import (
+    LOG2_E,
+    Function,
+    autocast_fp32,
+    check_float,
+    fail,
+    records_graph,
+    shape_str,
+    sum_to_shape,
+    to_dtype,
+)
 
 _REDUCTIONS = ("none", "mean", "sum")
 _NOT_A_CLASS = -100  # the ignore_index a kernel gets when no target is ignored (None below)
-_LOG2_E = 1.4426950408889634  # log2(e)
 
 
 # ------------------------------------------------------------------------------------------
@@ -75,7 +84,7 @@ def _exp(t: Tensor) -> Tensor:
     Low precision keeps exp, whose float opmath skips the product's extra rounding."""
     if t.dtype not in (torch.float32, torch.float64):
         return t.exp()
-    return (t * _LOG2_E).exp2_()
+    return (t * LOG2_E).exp2_()
 
 
 # Floats in one SIMD vector of torch's CPU kernels. Its lastdim log_softmax kernel takes a
@@ -259,7 +268,7 @@ def _class_target_grad(ctx, g: Tensor, log_probs: Tensor, target: Tensor, weight
     safe_target, g_valid, g_weighted = _class_weights(
         target, weight, ctx.ignore_index, ctx.reduction, g
     )
-    in_place = not torch.is_grad_enabled()  # in place only when no graph records it
+    in_place = not records_graph()
     if eps == 0:
         target_coef = _per_target(g_weighted, safe_target, class_dim)  # g_i m_i w[t_i]
         grad = _mul(_exp(log_probs), target_coef, in_place)
@@ -292,7 +301,7 @@ def _probability_target_grads(
     elif ctx.reduction == "none":
         g = g.unsqueeze(class_dim)
     w = None if weight is None else _class_view(weight, class_dim, log_probs.dim())
-    in_place = not torch.is_grad_enabled()
+    in_place = not records_graph()
     grad_z = grad_y = grad_w = None
     if need_z or need_w:
         q = y if eps == 0 else y * (1 - eps) + _share(eps, n_classes)

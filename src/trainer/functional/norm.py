@@ -7,14 +7,22 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ._util import Function, check_float, check_same_dtype, fail, shape_str, to_dtype
+from ._util import (
+    LOW_PRECISION,
+    Function,
+    check_float,
+    check_same_dtype,
+    fail,
+    records_graph,
+    shape_str,
+    to_dtype,
+)
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def _opmath(dtype: torch.dtype) -> torch.dtype:
     """The dtype backward computes in: float32 for half types, as native kernels accumulate."""
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
+    return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
 def _centered_stats(x: Tensor, dims: list[int], eps: float) -> tuple[Tensor, Tensor]:
@@ -145,7 +153,7 @@ class BatchNorm(Function):
                     g.new_zeros(channels) if need_b else None, None, None, None)
         dtype = _opmath(g.dtype)
         g, x = to_dtype(g, dtype), to_dtype(x, dtype)
-        if torch.is_grad_enabled():  # building a graph: out of place, μ and rstd from x
+        if records_graph():  # building a graph: out of place, μ and rstd from x
             grad_input, grad_weight, grad_bias = BatchNorm._graph_backward(
                 ctx, g, x, mean, rstd, weight, need_x, need_w, need_b)
             return grad_input, None, None, grad_weight, grad_bias, None, None, None
@@ -334,7 +342,7 @@ class LayerNorm(Function):
 
         x = to_dtype(x.reshape(rows, row_size), dtype)
         gamma = None if weight is None else to_dtype(weight.reshape(row_size), dtype)
-        if torch.is_grad_enabled():
+        if records_graph():
             grad_input, grad_weight = LayerNorm._graph_backward(ctx, g, x, gamma,
                                                                 need_x, need_w)
         else:

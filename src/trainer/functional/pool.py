@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ._util import Function, batched, fail, in_place_ok, ntuple, shape_str, to_dtype
+from ._util import Function, batched, fail, ntuple, records_graph, shape_str, to_dtype
 
 
 class Window(NamedTuple):
@@ -262,7 +262,7 @@ def _max_pool_backward(ctx, g: Tensor, spatial_dims: int) -> Tensor | None:
     (local,) = ctx.saved_tensors
     if local is None:
         return None
-    if (in_place_ok() and not batched(g) and local.dtype == torch.uint8
+    if (not records_graph() and not batched(g) and local.dtype == torch.uint8
             and _tiled(ctx.window, ctx.ceil_mode, _spatial(ctx.input_shape, spatial_dims),
                        g.device)
             and bool(torch.isfinite(g.sum()))):  # non-finite g (or an overflowing sum)

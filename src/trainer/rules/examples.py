@@ -31,7 +31,7 @@ class Example:
     #: differences measure (embedding's padding_idx row, which gets none by definition)
     finite_differences: bool = True
 
-    def _str__(self) -> str:
+    def __str__(self) -> str:
         return self.label or ", ".join(
             "x".join(map(str, a.shape)) if isinstance(a, Tensor) else repr(a) for a in self.args)
 
