@@ -150,3 +150,26 @@ def test_needs_input_grad_is_honoured(rule, index):
         if len(wanted) > 1:
             counts = testing.backward_op_counts(ours, *args)
             assert sum(counts.values()) <= sum(everything.values()), (i, counts, everything)
+
+
+@pytest.mark.parametrize("rule, index", CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_first_order_backward_equals_the_formula(rule, index, dtype):
+    """A first-order backward may take a faster route (trainer.functional._fast); with a graph
+    recorded (create_graph=True) every rule runs its formula as written. Both give the same
+    gradients."""
+    if not rule.supports("double backward"):
+        pytest.skip(f"{rule.name} has no formula path: it refuses double backward by design")
+    case = example(rule, index, dtype)
+    ours, _ = calls(rule, case)
+    out = ours(*case.args)
+    out = out[0] if isinstance(out, tuple) else out
+    wanted = [case.args[i] for i in differentiable(case.args)]
+    g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1))
+    fast = torch.autograd.grad(out, wanted, g, retain_graph=True, allow_unused=True)
+    formula = torch.autograd.grad(out, wanted, g, create_graph=True, allow_unused=True)
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {}
+    for a, b in zip(fast, formula, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b.detach(), **tolerance)

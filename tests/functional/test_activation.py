@@ -156,24 +156,6 @@ def test_relu_and_leaky_save_a_bit_packed_mask_a_32nd_of_native():
     assert testing.saved_bytes(lambda: F.relu(inplace, inplace=True)) == 64 * 256 // 8
 
 
-@pytest.mark.parametrize("numel", [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 1001])
-def test_bit_packing_round_trips(numel):
-    activation = sys.modules["trainer.functional.activation"]
-    gen = torch.Generator().manual_seed(numel)
-    for shape in [(numel,), (1, numel, 1)]:
-        mask = torch.rand(shape, generator=gen) > 0.5
-        packed = activation._pack_bits(mask.clone())
-        assert packed.dtype == torch.uint8 and packed.numel() == -(-numel // 8)
-        unpacked = activation._unpack_bits(packed, mask.shape)
-        assert unpacked.dtype == torch.uint8 and unpacked.shape == mask.shape
-        assert torch.equal(unpacked.bool(), mask) and unpacked.max() <= 1
-    all_true = activation._pack_bits(torch.ones(numel, dtype=torch.bool))
-    assert all_true[:-1].eq(255).all()  # 8 bits a byte, element 0 in the top bit
-    strided = (torch.rand(2 * numel, generator=gen) > 0.5)[::2]  # not contiguous
-    unpacked = activation._unpack_bits(activation._pack_bits(strided.clone()), strided.shape)
-    assert torch.equal(unpacked.bool(), strided)
-
-
 def test_relu_and_leaky_masks_survive_every_layout():
     # non-contiguous, channels_last and odd-sized inputs, and every mask bit exercised
     base = torch.randn(3, 5, 7, 9, dtype=torch.float64)

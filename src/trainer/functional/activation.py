@@ -1,18 +1,8 @@
 """Activations and (log-)softmax, each with its derivative written out.
 
-Two ways through a backward, same formula:
-- a first-order backward (grad mode off, ``not records_graph()``): the terms accumulate in place in
-  one or two fresh buffers, which saves allocations (and, on CPU, page faults) per call. Where
-  g may be batched (``batched``: autograd vmaps this path over batched grad_outputs, with
-  ``is_grads_batched``, and then g is batched and the saved tensors not), g never goes in place
-  into a buffer built from saved tensors, nor through ``out=``.
-- double backward and torch.func's grad (grad mode on): out-of-place ops, in place only with
-  scalars, so that autograd records a graph it can differentiate.
-
-On CPU, ``exp``, ``erf`` and ``tanh`` go through MKL's VML, which is several times slower than
-torch's own vectorised ``exp2``, ``sigmoid`` and ``gelu`` on non-Intel CPUs; the first-order
-rules use the exact identities eᶻ = 2^(z·log₂e), ½(1 + tanh z) = σ(2z) and
-Φ(x) = ½ + (gelu(x) − x/2)/x where that pays.
+Each ``backward`` reads as the formula in its docstring, out of place, so that it serves double
+backward too. A first-order backward (no graph recorded) takes the same formula computed in
+place, one named call into :mod:`trainer.functional._fast.activation`.
 """
 
 from __future__ import annotations
@@ -23,27 +13,11 @@ import warnings
 import torch
 from torch import Tensor
 
-from ._util import (
-    LOG2_E,
-    Function,
-    ShapeError,
-    batched,
-    check_float,
-    fail,
-    records_graph,
-    shape_str,
-    to_dtype,
-)
+from ._fast import activation as fast
+from ._util import Function, ShapeError, check_float, fail, records_graph, shape_str, to_dtype
 
 _SQRT1_2 = math.sqrt(0.5)
-_LOG2_INV_SQRT_2PI = -0.5 * math.log2(2.0 * math.pi)  # log₂ of 1/√(2π)
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_GELU_TANH_CUBIC = 0.044715
-
-
-def _times_g(dydx: Tensor, g: Tensor) -> Tensor:
-    """g · dydx, in place in the fresh buffer ``dydx`` unless g may be batched and it not."""
-    return g * dydx if batched(g) else dydx.mul_(g)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 class ReLU(Function):
@@ -54,7 +28,7 @@ class ReLU(Function):
 
     Saves: a bit-packed mask [y ≠ 0], 1 bit per element (⌈n/8⌉ bytes, 1/32 of the float32 y
     torch keeps), because the derivative is a 0/1 step and one bit holds all of it; see
-    :func:`_pack_bits`. ``g · mask`` stays differentiable in g, so double backward gives ∂/∂g
+    :func:`~trainer.functional._fast.activation.pack_bits`. ``g · mask`` stays differentiable in g, so double backward gives ∂/∂g
     and a zero second derivative in x.
 
     ``inplace=True`` clamps x in place (``mark_dirty``), exactly as ``torch.relu_``: the mask
@@ -82,17 +56,17 @@ class ReLU(Function):
         packed = None
         if ctx.needs_input_grad[0]:
             # A cast to bool is y ≠ 0: several times faster on CPU than the comparison y > 0.
-            packed = _pack_bits(output.bool())
+            packed = fast.pack_bits(output.bool())
             ctx.shape = output.shape
         ctx.save_for_backward(packed)
 
     @staticmethod
     def backward(ctx, g: Tensor):
         (packed,) = ctx.saved_tensors
-        positive = _unpack_bits(packed, ctx.shape)  # uint8 0/1
+        nonzero = fast.unpack_bits(packed, ctx.shape)  # [y ≠ 0] as uint8 0/1
         if not records_graph():
-            return _as_float_like(g, positive).mul_(g), None
-        return g * positive, None  # differentiable in g
+            return fast.relu_backward(g, nonzero), None
+        return g * nonzero, None  # ∂L/∂x = g · [y ≠ 0], differentiable in g
 
 
 class LeakyReLU(Function):
@@ -102,7 +76,7 @@ class LeakyReLU(Function):
         ∂L/∂x = g · (m + s·(1 − m)) = s·g + (1 − s)·g·m       (slope s at x = 0, as in torch)
 
     Saves: the mask m bit-packed, 1 bit per element (⌈n/8⌉ bytes, 1/32 of the float32 x torch
-    keeps), because the derivative takes only the two values 1 and s; see :func:`_pack_bits`.
+    keeps), because the derivative takes only the two values 1 and s (see ReLU).
     With ``inplace=True`` the mask is read off the output (y > 0 ⇔ x > 0 for s ≥ 0); for s < 0
     that is impossible, and, as torch does, backward then raises.
     """
@@ -129,7 +103,7 @@ class LeakyReLU(Function):
         ctx.slope_lost = inplace and negative_slope < 0
         packed = None
         if ctx.needs_input_grad[0] and not ctx.slope_lost:
-            packed = _pack_bits(_positive(output if inplace else input))
+            packed = fast.pack_bits(fast.positive(output if inplace else input))
             ctx.shape = output.shape
         ctx.save_for_backward(packed)
 
@@ -141,69 +115,12 @@ class LeakyReLU(Function):
                 "sign of x is lost); call it with inplace=False, as torch also requires"
             )
         (packed,) = ctx.saved_tensors
-        positive = _unpack_bits(packed, ctx.shape)  # uint8 0/1
-        slope = ctx.negative_slope
-        dydx = _as_float_like(g, positive).mul_(1.0 - slope).add_(slope)  # m + s·(1 − m)
-        return (dydx.mul_(g) if not records_graph() else g * dydx), None, None
-
-
-def _positive(x: Tensor) -> Tensor:
-    """The mask [x > 0] as 0/1 bytes (False for NaN, as torch's rule), ready to pack.
-
-    On CPU a comparison that writes bool (or uint8) runs torch's scalar loop; writing int8 is
-    vectorised and over twice as fast, with the same bytes. ``out=`` is not available under
-    torch.func transforms, which take the plain comparison.
-    """
-    if torch._C._are_functorch_transforms_active():
-        return x > 0
-    return torch.gt(x, 0, out=torch.empty_like(x, dtype=torch.int8))
-
-
-# Bit packing: 8 bools, read as one little-endian int64 (byte i = element i), times SPREAD
-# (bits 0, 9, 18, …, 63) put element i at bit 63 − i: the top byte is the 8 bits, element 0
-# first. Unpacking multiplies a byte by SPREAD again, which puts bit 7 − i at bit 8i + 7 (the
-# shifted copies do not overlap, so nothing carries); >> 7 and a mask leave byte i = element i.
-# int64 products wrap mod 2⁶⁴, in torch's CPU and CUDA kernels alike.
-_SPREAD = 0x8040201008040201 - (1 << 64)  # the constant as a signed int64
-_LOW_BITS = 0x0101010101010101
-
-
-def _pack_bits(mask: Tensor) -> Tensor:
-    """A fresh 0/1 ``mask`` of bytes (bool or int8; overwritten here) → uint8 of ⌈n/8⌉ bytes,
-    1 bit per element in row-major order (zero bits pad the last byte).
-
-    When the last dim is a multiple of 8 and the mask contiguous, this is a view (no copy);
-    otherwise the mask is flattened, padded and made contiguous (under vmap a per-sample view
-    may not be, and a dtype view needs it).
-    """
-    last = mask.shape[-1] if mask.dim() else 0
-    if last and last % 8 == 0 and mask.is_contiguous():
-        mask = mask.view(-1, last)  # standard strides, whatever a size-1 dim had
-    else:
-        mask = mask.reshape(-1)
-        pad = -mask.numel() % 8
-        mask = torch.nn.functional.pad(mask, (0, pad)) if pad else mask.contiguous()
-    return mask.view(torch.int64).mul_(_SPREAD).bitwise_right_shift_(56).to(torch.uint8)
-
-
-def _unpack_bits(packed: Tensor, shape: torch.Size) -> Tensor:
-    """Inverse of :func:`_pack_bits`: the mask as uint8 0/1 of ``shape``."""
-    words = packed.to(torch.int64).mul_(_SPREAD).bitwise_right_shift_(7)
-    mask = words.bitwise_and_(_LOW_BITS).view(torch.uint8)
-    numel = math.prod(shape)
-    if mask.numel() != numel:  # the padding of the last byte
-        mask = mask.reshape(-1)[:numel]
-    return mask.view(shape)
-
-
-def _as_float_like(g: Tensor, mask: Tensor) -> Tensor:
-    """The 0/1 ``mask`` (uint8) as a fresh tensor of g's dtype, device and (under vmap)
-    batching.
-
-    Multiplying g by it runs torch's vectorised same-dtype path, where a float × uint8 product
-    takes the slower mixed-dtype one on CPU; the copy (the cast) itself is vectorised.
-    """
-    return torch.empty_like(g).copy_(mask)
+        m = fast.unpack_bits(packed, ctx.shape)  # [x > 0] as uint8 0/1
+        s = ctx.negative_slope
+        if not records_graph():
+            return fast.leaky_relu_backward(g, m, s), None, None
+        m = m.to(g.dtype)
+        return g * (m + s * (1 - m)), None, None  # ∂L/∂x = g · (m + s·(1 − m))
 
 
 class GELU(Function):
@@ -215,9 +132,8 @@ class GELU(Function):
         'tanh':  ∂L/∂x = g · (s + 2x·s(1 − s)·u′),   s = σ(2u) = ½(1 + tanh u),
                  u′ = √(2/π)(1 + 3·0.044715x²)
     Both are built from differentiable ops of x, so double backward is exact too. A first-order
-    backward takes Φ(x) = ½ + (gelu(x) − x/2)/x from torch's vectorised gelu forward, several
-    times faster on CPU than erf (same accuracy: both lose Φ's relative precision only where
-    Φ < ulp(1)), and φ(x) as a power of 2.
+    backward takes Φ(x) = ½ + (gelu(x) − x/2)/x from torch's gelu forward instead of erf (same
+    accuracy: both lose Φ's relative precision only where Φ < ulp(1)).
 
     Saves: x, because the derivative is a function of x that y alone does not determine
     (gelu is not invertible for x < 0).
@@ -240,45 +156,17 @@ class GELU(Function):
         (x,) = ctx.saved_tensors
         x = to_dtype(x, g.dtype)
         if ctx.approximate == "tanh":
-            return _gelu_tanh_grad(x, g), None
+            if not records_graph():
+                return fast.gelu_tanh_backward(x, g), None
+            k, c = fast.SQRT_2_OVER_PI, fast.GELU_TANH_CUBIC
+            s = torch.sigmoid(2 * k * (x + c * x**3))  # σ(2u) = ½(1 + tanh u)
+            du = k * (1 + 3 * c * x**2)  # u′
+            return g * (s + 2 * x * s * (1 - s) * du), None
         if not records_graph():
-            return _gelu_grad_first_order(x, g), None
-        # φ(x) = 2^(log₂φ(x)),  log₂φ(x) = −x²·log₂e/2 − log₂√(2π)
-        pdf = torch.addcmul(x.new_full((), _LOG2_INV_SQRT_2PI), x, x, value=-0.5 * LOG2_E)
-        pdf = pdf.exp2_()  # exp2's derivative needs only its result, so in place is safe
-        cdf = torch.erf(x * _SQRT1_2).mul_(0.5).add_(0.5)  # erf saved its input, not this
-        return g * torch.addcmul(cdf, x, pdf), None
-
-
-def _gelu_grad_first_order(x: Tensor, g: Tensor) -> Tensor:
-    """g·(Φ(x) + x·φ(x)) in two buffers, with Φ(x) − ½ = (gelu(x) − x/2)/x: torch's vectorised
-    gelu rather than VML's erf. That is exact for subnormal x too (gelu(x) and x/2 round alike
-    there); at x = 0 it is 0/0, which nan_to_num sets to Φ(0) − ½ = 0 (a NaN x still gives NaN,
-    through x·φ). Half and bfloat16 are computed in float32, as torch's own kernels do, so
-    that a subnormal x/2 (below 6·10⁻⁵ in half) and the roundings between steps cost nothing.
-    """
-    dtype = g.dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        x, g = x.float(), g.float()
-    # φ(x) = 2^(log₂φ(x)),  log₂φ(x) = −x²·log₂e/2 − log₂√(2π)
-    pdf = torch.addcmul(x.new_full((), _LOG2_INV_SQRT_2PI), x, x, value=-0.5 * LOG2_E).exp2_()
-    dydx = torch.nn.functional.gelu(x).sub_(x, alpha=0.5).div_(x).nan_to_num_(0.0)
-    return _times_g(dydx.addcmul_(x, pdf).add_(0.5), g).to(dtype)  # (Φ + xφ)·g
-
-
-def _gelu_tanh_grad(x: Tensor, g: Tensor) -> Tensor:
-    """g·(s + 2x·u′·s(1 − s)) with s = σ(2u), 2u = 2k·x(1 + c·x²), 2u′ = 2k(1 + 3c·x²)."""
-    k, c = _SQRT_2_OVER_PI, _GELU_TANH_CUBIC
-    two_k = x.new_full((), 2.0 * k)
-    if not records_graph():  # two buffers: s, and one like g that ends as the result
-        x_sq = torch.empty_like(g).copy_(x).square_()
-        s = torch.add(two_k, x_sq, alpha=2.0 * k * c).mul_(x).sigmoid_()
-        x_two_du_s = x_sq.mul_(6.0 * k * c).add_(2.0 * k).mul_(x).mul_(s)
-        return x_two_du_s.addcmul_(x_two_du_s, s, value=-1.0).add_(s).mul_(g)
-    x_sq = x * x
-    s = torch.sigmoid(torch.add(two_k, x_sq, alpha=2.0 * k * c) * x)
-    x_two_du = x * torch.add(two_k, x_sq, alpha=6.0 * k * c)
-    return g * torch.addcmul(s, x_two_du, torch.addcmul(s, s, s, value=-1.0))
+            return fast.gelu_backward(x, g), None
+        cdf = 0.5 * (1 + torch.erf(x * _SQRT1_2))  # Φ(x)
+        pdf = torch.exp(-0.5 * x * x) * _INV_SQRT_2PI  # φ(x)
+        return g * (cdf + x * pdf), None
 
 
 class SiLU(Function):
@@ -318,13 +206,10 @@ class SiLU(Function):
     def backward(ctx, g: Tensor):
         (x,) = ctx.saved_tensors
         x = to_dtype(x, g.dtype)
-        s = torch.sigmoid(x)
         if not records_graph():
-            v = torch.addcmul(x, x, s, value=-1.0)  # x(1 − s)
-            return _times_g(s.addcmul_(s, v), g), None  # s + s·v = s(1 + x(1 − s)), times g
-        # g·s·(1 + x(1 − s)) = g·s + x·(g·s − g·s·s)
-        g_s = g * s
-        return torch.addcmul(g_s, x, torch.addcmul(g_s, g_s, s, value=-1.0)), None
+            return fast.silu_backward(x, g), None
+        s = torch.sigmoid(x)
+        return g * s * (1 + x * (1 - s)), None
 
 
 class Sigmoid(Function):
@@ -350,8 +235,9 @@ class Sigmoid(Function):
     def backward(ctx, g: Tensor):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
-        dydx = torch.addcmul(y, y, y, value=-1.0)  # y − y²
-        return _times_g(dydx, g) if not records_graph() else g * dydx
+        if not records_graph():
+            return fast.sigmoid_backward(y, g)
+        return g * y * (1 - y)
 
 
 class Tanh(Function):
@@ -378,8 +264,8 @@ class Tanh(Function):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
         if not records_graph():
-            return _times_g(torch.addcmul(y.new_ones(()), y, y, value=-1.0), g)  # (1 − y²)·g
-        return torch.addcmul(g, g * y, y, value=-1.0)
+            return fast.tanh_backward(y, g)
+        return g * (1 - y * y)
 
 
 class Softmax(Function):
@@ -406,11 +292,9 @@ class Softmax(Function):
     def backward(ctx, g: Tensor):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
-        g_y = g * y
-        sum_g_y = g_y.sum(ctx.dim, keepdim=True)
         if not records_graph():
-            return g_y.addcmul_(y, sum_g_y, value=-1.0), None, None
-        return torch.addcmul(g_y, y, sum_g_y, value=-1.0), None, None
+            return fast.softmax_backward(y, g, ctx.dim), None, None
+        return y * (g - (g * y).sum(ctx.dim, keepdim=True)), None, None
 
 
 class LogSoftmax(Function):
@@ -437,11 +321,9 @@ class LogSoftmax(Function):
     def backward(ctx, g: Tensor):
         (y,) = ctx.saved_tensors
         y = to_dtype(y, g.dtype)
-        sum_g = g.sum(ctx.dim, keepdim=True)
-        softmax = (y * LOG2_E).exp2_()  # = e^y; exp2's derivative needs only its result
-        if not records_graph() and not batched(g):  # g − e^y·Σg, into e^y's buffer
-            return torch.addcmul(g, softmax, sum_g, value=-1.0, out=softmax), None, None
-        return torch.addcmul(g, softmax, sum_g, value=-1.0), None, None
+        if not records_graph():
+            return fast.log_softmax_backward(y, g, ctx.dim), None, None
+        return g - torch.exp(y) * g.sum(ctx.dim, keepdim=True), None, None
 
 
 class _DimError(ShapeError, IndexError):
