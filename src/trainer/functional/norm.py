@@ -1,4 +1,10 @@
-"""Batch and layer normalization, with their gradients written out."""
+"""Batch and layer normalization, with their gradients written out.
+
+Each ``backward`` reads as the formula in its docstring, out of place, with μ and rstd
+recomputed from the saved x so that double backward differentiates through them too. A
+first-order backward takes the same formula with the forward kernel's μ, rstd and one buffer
+of x's size, one named call into :mod:`trainer.functional._fast.norm`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ._fast import norm as fast
 from ._util import (
     LOW_PRECISION,
     Function,
@@ -36,44 +43,6 @@ def _centered_stats(x: Tensor, dims: list[int], eps: float) -> tuple[Tensor, Ten
     return mean, (var + eps).rsqrt()
 
 
-def _channel_sum_fn(g: Tensor):
-    """Σ over every dim but the channel dim 1, the fastest way for g's layout on CPU.
-
-    (N, C): a matrix-vector product with ones reads the rows once, ~2x faster than sum(0).
-    Contiguous (N, C, *): a sum over dims 0 and 2 of its (N, C, ∏*) view, ~1.5x faster than
-    the same sum over dims (0, 2, 3, …). Under autocast a matmul would run in low precision,
-    so there the plain reduction is used.
-    """
-    if g.dim() == 2 and not torch.is_autocast_enabled(g.device.type):
-        ones = g.new_ones(g.shape[0])
-        return lambda t: torch.mv(t.t(), ones)
-    dims = [0, *range(2, g.dim())]
-    return lambda t: (t.view(t.shape[0], t.shape[1], -1).sum([0, 2]) if t.is_contiguous()
-                      else t.sum(dims))
-
-
-def _column_sum(rows: Tensor, weights: Tensor | None, use_matmul: bool) -> Tensor:
-    """Σ_r weights[r]·rows[r] of a 2-D (R, D) tensor (plain Σ_r when weights is None).
-
-    A vector-matrix product reads ``rows`` once, about twice as fast on CPU as ``sum(0)``.
-    Under autocast a matmul would run in low precision, so there the plain reduction is used.
-    """
-    if not use_matmul:
-        return (rows if weights is None else rows * weights.reshape(-1, 1)).sum(0)
-    if weights is None:
-        weights = rows.new_ones(rows.shape[0])
-    return torch.mv(rows.t(), weights.view(-1))
-
-
-def _row_sum(rows: Tensor, weights: Tensor | None, use_matmul: bool) -> Tensor:
-    """Σ_d rows[:, d]·weights[d] of a 2-D (R, D) tensor, as an (R, 1) column."""
-    if weights is None:
-        return rows.sum(1, keepdim=True)
-    if not use_matmul:
-        return (rows * weights).sum(1, keepdim=True)
-    return torch.mv(rows, weights).view(-1, 1)
-
-
 class BatchNorm(Function):
     r"""y = γ·x̂ + β,  x̂ = (x − μ)·rstd,  rstd = 1/√(σ² + ε),  x: (N, C, *),  γ, β: (C,)
 
@@ -88,13 +57,10 @@ class BatchNorm(Function):
         ∂L/∂γ = Σ g·x̂
         ∂L/∂x = γ·rstd/m · (m·g − Σg − x̂·Σ(g·x̂))     (training: μ, rstd depend on x)
         ∂L/∂x = γ·rstd·g                              (eval: a per-channel scale)
-    Training's ∂L/∂x is evaluated as a·g + b·(x − μ) + c with per-channel a, b, c, in one
-    buffer of x's size that first holds g·(x − μ) for Σ(g·x̂): one allocation, like native.
-
-    Double backward: the μ and rstd that the forward kernel returns are constants to autograd,
-    so a second derivative through them would miss their dependence on x. When backward builds
-    a graph (torch.is_grad_enabled(): create_graph=True, torch.func.grad), training recomputes
-    μ and rstd from the saved x with differentiable ops; eval's μ, rstd are truly constant.
+    The μ and rstd that the forward kernel returns are constants to autograd, so a second
+    derivative through them would miss their dependence on x: the formula recomputes them from
+    the saved x (training; eval's are truly constant). A first-order backward uses the kernel's
+    and one buffer of x's size (``fast.batch_norm_backward``).
 
     Saves: μ and rstd per channel (fp32 for half inputs; forward outputs, so free); x only
     for ∂L/∂γ and training's ∂L/∂x (eval's ∂L/∂x = γ·rstd·g needs no x, nor μ); γ only for
@@ -145,7 +111,7 @@ class BatchNorm(Function):
         x, mean, rstd, weight = ctx.saved_tensors
         need_x, _, _, need_w, need_b = ctx.needs_input_grad[:5]
         need_w = need_w and ctx.has_weight
-        shape, per_channel = ctx.input_shape, ctx.per_channel
+        shape = ctx.input_shape
         channels = shape[1]
         if g.numel() == 0:  # empty batch: every sum is over nothing
             return (g.new_zeros(shape) if need_x else None, None, None,
@@ -153,69 +119,34 @@ class BatchNorm(Function):
                     g.new_zeros(channels) if need_b else None, None, None, None)
         dtype = _opmath(g.dtype)
         g, x = to_dtype(g, dtype), to_dtype(x, dtype)
-        if records_graph():  # building a graph: out of place, μ and rstd from x
-            grad_input, grad_weight, grad_bias = BatchNorm._graph_backward(
-                ctx, g, x, mean, rstd, weight, need_x, need_w, need_b)
-            return grad_input, None, None, grad_weight, grad_bias, None, None, None
+        rstd = None if rstd is None else to_dtype(rstd, dtype)
+        gamma = None if weight is None else to_dtype(weight, dtype)
+        if not records_graph():
+            grads = fast.batch_norm_backward(g, x, to_dtype(mean, dtype), rstd, gamma,
+                                             ctx.training, need_x, need_w, need_b)
+            return grads[0], None, None, grads[1], grads[2], None, None, None
 
-        training = ctx.training
-        channel_sum = _channel_sum_fn(g)
-        grad_input = grad_weight = None
-        sum_g = channel_sum(g) if need_b or (need_x and training) else None
-        if rstd is not None:
-            rstd = to_dtype(rstd, dtype)
-        sum_g_xhat = buffer = None
-        if need_w or (need_x and training):  # the one full-size buffer: g·(x − μ), then ∂L/∂x
-            mean = to_dtype(mean, dtype).view(per_channel)
-            buffer = torch.sub(x, mean).mul_(g)
-            sum_g_xhat = channel_sum(buffer).mul_(rstd)  # Σ g·x̂ = rstd·Σ g·(x − μ)
-            grad_weight = sum_g_xhat if need_w else None
-        if need_x:
-            a = rstd if weight is None else rstd * to_dtype(weight, dtype)  # γ·rstd, (C,)
-            if not training:  # μ, rstd are constants: a per-channel scale
-                grad_input = g * a.view(per_channel)
-            else:  # a·g + b·(x − μ) + c, per-channel a, b, c
-                coef = a * (-1.0 / (g.numel() // channels))  # −γ·rstd/m
-                b = (coef * rstd).mul_(sum_g_xhat)  # −γ·rstd²·Σ(g·x̂)/m
-                c = coef * sum_g  # −γ·rstd·Σg/m
-                grad_input = torch.sub(x, mean, out=buffer)
-                if len(shape) == 2:  # channels are the contiguous dim: one fused pass
-                    torch.addcmul(c, grad_input, b, out=grad_input)
-                else:  # (addcmul with two per-channel operands takes a slow, scalar loop)
-                    grad_input.mul_(b.view(per_channel)).add_(c.view(per_channel))
-                grad_input.addcmul_(g, a.view(per_channel))
-        return grad_input, None, None, grad_weight, sum_g if need_b else None, None, None, None
-
-    @staticmethod
-    def _graph_backward(ctx, g, x, mean, rstd, weight, need_x, need_w, need_b):
-        """The same gradients with out-of-place ops, and in training μ and rstd recomputed
-        from x, so that autograd can differentiate them (double backward)."""
-        shape, per_channel, training = ctx.input_shape, ctx.per_channel, ctx.training
-        dims = [0, *range(2, len(shape))]
-        dtype = g.dtype
-        if training and x is not None:
+        per_channel = ctx.per_channel  # a (C,) vector as (1, C, 1, ...)
+        dims = [0, *range(2, len(shape))]  # Σ: over a channel's m values
+        m = g.numel() // channels
+        if ctx.training and x is not None:  # μ, rstd as functions of x, for double backward
             mean, rstd = _centered_stats(x, dims, ctx.eps)
         elif rstd is not None:
-            rstd = to_dtype(rstd, dtype).view(per_channel)
             mean = None if mean is None else to_dtype(mean, dtype).view(per_channel)
-        grad_input = grad_weight = grad_bias = None
-        sum_g = g.sum(dims) if need_b or (need_x and training) else None
-        sum_g_xhat = None
-        if need_w or (need_x and training):
-            sum_g_xhat = (g * (x - mean)).sum(dims) * rstd.view(-1)
+            rstd = rstd.view(per_channel)
+        x_hat = None if x is None else (x - mean) * rstd
+        grad_input = grad_weight = None
         if need_w:
-            grad_weight = sum_g_xhat
-        if need_b:
-            grad_bias = sum_g
+            grad_weight = (g * x_hat).sum(dims)  # ∂L/∂γ = Σ g·x̂
         if need_x:
-            scale = rstd if weight is None else rstd * to_dtype(weight, dtype).view(per_channel)
-            if not training:
-                grad_input = g * scale
-            else:
-                coef = scale * (-1.0 / (g.numel() // shape[1]))
-                grad_input = (scale * g + coef * rstd * sum_g_xhat.view(per_channel) * (x - mean)
-                              + coef * sum_g.view(per_channel))
-        return grad_input, grad_weight, grad_bias
+            scale = rstd if gamma is None else rstd * gamma.view(per_channel)  # γ·rstd
+            if ctx.training:  # ∂L/∂x = γ·rstd/m · (m·g − Σg − x̂·Σ(g·x̂))
+                grad_input = scale / m * (m * g - g.sum(dims, keepdim=True)
+                                          - x_hat * (g * x_hat).sum(dims, keepdim=True))
+            else:  # ∂L/∂x = γ·rstd·g
+                grad_input = scale * g
+        grad_bias = g.sum(dims) if need_b else None  # ∂L/∂β = Σ g
+        return grad_input, None, None, grad_weight, grad_bias, None, None, None
 
 
 def batch_norm(
@@ -279,11 +210,9 @@ class LayerNorm(Function):
         ∂L/∂β = Σ_r g
         ∂L/∂γ = Σ_r g·x̂
         ∂L/∂x = rstd/D · (D·gγ − Σ_d gγ − x̂·Σ_d(gγ·x̂))
-    Everything works on (rows, D) views: the sums are vector-matrix products, and ∂L/∂x is
-    built in one buffer of x's size that first holds g·(x − μ) for them.
-
-    Double backward: as in BatchNorm, the μ, rstd from the forward kernel are constants to
-    autograd, so when backward builds a graph it recomputes them from the saved x.
+    Everything works on (rows, D) views. As in BatchNorm, the formula recomputes μ, rstd from
+    the saved x, so that double backward sees their dependence on x; a first-order backward
+    uses the kernel's and one buffer of x's size (``fast.layer_norm_backward``).
 
     Saves: x (for x̂) and the per-row μ, rstd (forward outputs of the kernel) when ∂L/∂x or
     ∂L/∂γ is needed; γ only for ∂L/∂x. Native saves x, μ, rstd, γ and β.
@@ -330,58 +259,35 @@ class LayerNorm(Function):
             return (g.new_zeros(shape) if need_x else None, None,
                     g.new_zeros(normalized_shape) if need_w else None,
                     g.new_zeros(normalized_shape) if need_b else None, None)
-        row_size = g.numel() // rows
+        row_size = g.numel() // rows  # D
         dtype = _opmath(g.dtype)
         g = to_dtype(g.reshape(rows, row_size), dtype)
-        use_matmul = not torch.is_autocast_enabled(g.device.type)
-        grad_input = grad_weight = grad_bias = None
-        if need_b:
-            grad_bias = _column_sum(g, None, use_matmul).view(normalized_shape)
-        if not (need_x or need_w):
-            return grad_input, None, grad_weight, grad_bias, None
-
-        x = to_dtype(x.reshape(rows, row_size), dtype)
+        x = None if x is None else to_dtype(x.reshape(rows, row_size), dtype)
         gamma = None if weight is None else to_dtype(weight.reshape(row_size), dtype)
-        if records_graph():
-            grad_input, grad_weight = LayerNorm._graph_backward(ctx, g, x, gamma,
-                                                                need_x, need_w)
+        if not records_graph():
+            grad_input, grad_weight, grad_bias = fast.layer_norm_backward(
+                g, x, to_dtype(mean, dtype), to_dtype(rstd, dtype), gamma, need_x, need_w,
+                need_b)
         else:
-            mean, rstd = to_dtype(mean, dtype), to_dtype(rstd, dtype)
-            buffer = torch.sub(x, mean).mul_(g)  # g·(x − μ) for the sums; then ∂L/∂x
+            grad_input = grad_weight = None
+            grad_bias = g.sum(0) if need_b else None  # ∂L/∂β = Σ_r g
+            if need_x or need_w:  # μ, rstd as functions of x, for double backward
+                mean, rstd = _centered_stats(x, [1], ctx.eps)
+                x_hat = (x - mean) * rstd
             if need_w:
-                grad_weight = _column_sum(buffer, rstd, use_matmul)
-            if need_x:
-                sum_g_gamma = _row_sum(g, gamma, use_matmul)
-                # Σ_d(gγ·x̂)·rstd = Σ_d gγ(x − μ)·rstd², the coefficient of (x − μ)
-                coef = _row_sum(buffer, gamma, use_matmul).mul_(rstd).mul_(rstd)
-                grad_input = torch.sub(mean, x, out=buffer).mul_(coef).sub_(sum_g_gamma)
-                if gamma is None:
-                    grad_input.add_(g, alpha=row_size)
-                else:
-                    grad_input.addcmul_(g, gamma * row_size)
-                grad_input.mul_(rstd / row_size)
+                grad_weight = (g * x_hat).sum(0)  # ∂L/∂γ = Σ_r g·x̂
+            if need_x:  # ∂L/∂x = rstd/D · (D·gγ − Σ_d gγ − x̂·Σ_d(gγ·x̂))
+                g_gamma = g if gamma is None else g * gamma
+                grad_input = rstd / row_size * (
+                    row_size * g_gamma - g_gamma.sum(1, keepdim=True)
+                    - x_hat * (g_gamma * x_hat).sum(1, keepdim=True))
         if grad_input is not None:
             grad_input = grad_input.view(shape)
         if grad_weight is not None:
             grad_weight = grad_weight.view(normalized_shape)
+        if grad_bias is not None:
+            grad_bias = grad_bias.view(normalized_shape)
         return grad_input, None, grad_weight, grad_bias, None
-
-    @staticmethod
-    def _graph_backward(ctx, g, x, gamma, need_x, need_w):
-        """The same gradients with out-of-place ops and μ, rstd recomputed from x, so that
-        autograd can differentiate them (double backward)."""
-        mean, rstd = _centered_stats(x, [1], ctx.eps)
-        x_centered = x - mean
-        grad_input = grad_weight = None
-        if need_w:
-            grad_weight = (g * x_centered * rstd).sum(0)
-        if need_x:
-            g_gamma = g if gamma is None else g * gamma
-            mean_g_gamma = g_gamma.mean(1, keepdim=True)
-            mean_g_gamma_xc = (g_gamma * x_centered).mean(1, keepdim=True)
-            grad_input = (g_gamma - mean_g_gamma - x_centered * rstd.square() * mean_g_gamma_xc)
-            grad_input = grad_input * rstd
-        return grad_input, grad_weight
 
 
 def layer_norm(
