@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torch._C._functorch import is_functorch_wrapped_tensor
 
+from ._fast import loss as fast
 from ._util import (
-    LOG2_E,
     Function,
     autocast_fp32,
     check_float,
@@ -77,35 +77,6 @@ def _weight_at(weight: Tensor, index: Tensor) -> Tensor:
     return weight.gather(0, index.reshape(-1)).view(index.shape)
 
 
-def _exp(t: Tensor) -> Tensor:
-    """A fresh exp(t), as exp2(t · log2 e): the same value, and torch's CPU exp2 kernel is
-    about 4x faster than its exp kernel (float32, AVX-512: 58 vs 250 us for 128k values).
-    exp2_ in place on the fresh product is safe: mul's backward does not need its output.
-    Low precision keeps exp, whose float opmath skips the product's extra rounding."""
-    if t.dtype not in (torch.float32, torch.float64):
-        return t.exp()
-    return (t * LOG2_E).exp2_()
-
-
-# Floats in one SIMD vector of torch's CPU kernels. Its lastdim log_softmax kernel takes a
-# scalar path for rows shorter than one vector, ~5x slower per value than the vector path.
-_FLOAT32_LANES = {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 0)
-
-
-def _log_softmax(z: Tensor, class_dim: int) -> Tensor:
-    """log_softmax(z) = (z − max) − log Σ exp(z − max), torch's own algorithm.
-
-    torch's kernel is used, except for float32 (N, C) CPU logits whose rows are shorter than a
-    SIMD vector (C = 10 with AVX-512, say) and that hold enough values for the six vectorized
-    ops below to beat its scalar path (256×10: 14 vs 27 us).
-    """
-    if (z.dim() != 2 or z.shape[1] >= _FLOAT32_LANES or z.numel() < 1024
-            or z.dtype != torch.float32 or z.device.type != "cpu"):
-        return torch.log_softmax(z, class_dim)
-    shifted = z - z.amax(1, keepdim=True)
-    return shifted.sub_(shifted.exp().sum(1, keepdim=True).log_())
-
-
 def _class_view(t: Tensor, class_dim: int, ndim: int) -> Tensor:
     """A (C,) tensor viewed to broadcast along the class dim of an ndim-dim input."""
     shape = [1] * ndim
@@ -163,7 +134,7 @@ class CrossEntropy(Function):
         # torch runs cross entropy in float32 under autocast
         input, target, weight = autocast_fp32(input.device.type, input, target, weight)
         class_dim = 0 if input.dim() == 1 else 1
-        log_probs = _log_softmax(input, class_dim)
+        log_probs = fast.log_softmax(input, class_dim)
         if target.is_floating_point():
             loss = _probability_target_loss(log_probs, target, weight, reduction, label_smoothing)
         else:
@@ -214,7 +185,7 @@ class CrossEntropy(Function):
             # only double backward reaches here: log p's gradient, through log_softmax
             log_probs = to_dtype(log_probs, g_log_probs.dtype)
             sums = g_log_probs.sum(ctx.class_dim, keepdim=True)
-            through_log_softmax = g_log_probs - _exp(log_probs) * sums
+            through_log_softmax = g_log_probs - fast.exp(log_probs) * sums
             grad_z = through_log_softmax if grad_z is None else grad_z + through_log_softmax
         return grad_z, grad_y, grad_w, None, None, None
 
@@ -271,14 +242,14 @@ def _class_target_grad(ctx, g: Tensor, log_probs: Tensor, target: Tensor, weight
     in_place = not records_graph()
     if eps == 0:
         target_coef = _per_target(g_weighted, safe_target, class_dim)  # g_i m_i w[t_i]
-        grad = _mul(_exp(log_probs), target_coef, in_place)
+        grad = _mul(fast.exp(log_probs), target_coef, in_place)
     else:
         n_classes = log_probs.shape[class_dim]
         target_coef = _per_target(g_weighted * (1 - eps), safe_target, class_dim)
         smooth_coef = _per_target(g_valid * (_share(eps, n_classes)), safe_target, class_dim)
         all_weights = n_classes if weight is None else to_dtype(weight, g.dtype).sum()
         a = target_coef + smooth_coef * all_weights
-        grad = _mul(_exp(log_probs), a, in_place)
+        grad = _mul(fast.exp(log_probs), a, in_place)
         if weight is None:
             grad = _sub(grad, smooth_coef, in_place)
         else:  # − g_i m_i (ε/C) w_j, an outer product never materialized
@@ -307,7 +278,7 @@ def _probability_target_grads(
         q = y if eps == 0 else y * (1 - eps) + _share(eps, n_classes)
     if need_z:
         wq = q if w is None else q * w
-        grad_z = _mul(_exp(log_probs), wq.sum(class_dim, keepdim=True), in_place)
+        grad_z = _mul(fast.exp(log_probs), wq.sum(class_dim, keepdim=True), in_place)
         grad_z = _mul(_sub(grad_z, wq, in_place), g, in_place)
     if need_y:
         scale = g * -(1 - eps)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
+from ._fast import pool as fast
 from ._util import Function, batched, fail, ntuple, records_graph, shape_str, to_dtype
 
 
@@ -158,80 +159,10 @@ def flat_to_local_argmax(indices: Tensor, in_hw, out_hw, window: Window, spatial
     return lookup.index_select(0, rel.reshape(-1)).reshape(rel.shape)
 
 
-# Tiled windows (kernel = stride, no padding or dilation: 2x2/2, the common case) have a faster
-# explicit form on CPU. Each tap is a strided view of x, one tap per window, so the max is an
-# elementwise maximum of kH·kW views, and the window-local argmax is
-#     a = Σ_{t < K−1} Π_{s ≤ t} [x_s ≠ y]      (the number of leading taps that are not the max,
-#                                              i.e. the first maximal tap, as native picks it)
-# all vectorized elementwise ops: 2x2/2 forward+backward in ~0.5x native max_pool2d's time on
-# this CPU, whose NCHW kernel is slow (python -m benchmarks.layers --only max_pool). Backward
-# writes g · [a = t] into each tap's view of a fresh buffer: no scatter, no int64 positions.
-# Native semantics for NaN (the last NaN wins) and for non-finite g (0 off the argmax, not
-# NaN·0) take the general path, as do torch.compile, torch.func transforms and double backward.
-
-
-def _tiled(window: Window, ceil_mode: bool, in_hw, device) -> bool:
-    """Whether the windows tile the input (and the fast path applies)."""
-    kernel, stride, padding, dilation = window
-    if (kernel != stride or any(padding) or any(k > 1 and d != 1 for k, d in zip(kernel, dilation))
-            or kernel[0] * kernel[1] > 256 or device.type != "cpu"):
-        return False
-    if ceil_mode and any(size % k for size, k in zip(in_hw, kernel)):
-        return False  # ceil_mode's overhanging last window
-    return not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active())
-
-
-def _tap_views(t: Tensor, window: Window, out_hw, spatial_dims: int) -> list[Tensor]:
-    """View of tap (kh, kw) of every window, (…, OH, OW) (or (…, OW)), in window order."""
-    (kernel_h, kernel_w), (out_h, out_w) = window.kernel, out_hw
-    views = []
-    for kh in range(kernel_h):
-        for kw in range(kernel_w):
-            cols = slice(kw, out_w * kernel_w, kernel_w)
-            views.append(t[..., cols] if spatial_dims == 1
-                         else t[..., kh:out_h * kernel_h:kernel_h, cols])
-    return views
-
-
-def _tiled_max_pool(input: Tensor, window: Window, track: bool, spatial_dims: int):
-    """(y, window-local argmax as uint8; empty when untracked), or None when y has a NaN."""
-    in_hw = _spatial(input.shape, spatial_dims)
-    out_hw = tuple(size // k for size, k in zip(in_hw, window.kernel))
-    taps = _tap_views(input, window, out_hw, spatial_dims)
-    if len(taps) == 1:
-        out = taps[0].clone()
-    else:
-        out = torch.maximum(taps[0], taps[1])
-        for tap in taps[2:]:
-            torch.maximum(out, tap, out=out)
-    if not track:
-        return out, torch.empty(0, dtype=torch.uint8, device=input.device)
-    if torch.isnan(out.sum()):  # a NaN somewhere (or inf − inf: the general path all the same)
-        return None
-    # Π_{s ≤ t} [x_s ≠ y] as 0/1 bytes; bool read as uint8 runs the vectorized byte kernels
-    leading = torch.ne(taps[0], out).view(torch.uint8)
-    local = leading.clone()
-    for tap in taps[1:-1]:
-        local.add_(leading.mul_(torch.ne(tap, out).view(torch.uint8)))
-    return out, local
-
-
-def _tiled_max_pool_backward(g: Tensor, local: Tensor, input_shape, window: Window,
-                             spatial_dims: int) -> Tensor:
-    in_hw = _spatial(input_shape, spatial_dims)
-    out_hw = _spatial(g.shape, spatial_dims)
-    covered = all(size == o * k for size, o, k in zip(in_hw, out_hw, window.kernel))
-    grad = g.new_empty(input_shape) if covered else g.new_zeros(input_shape)
-    hit = torch.empty_like(g)
-    for tap, view in enumerate(_tap_views(grad, window, out_hw, spatial_dims)):
-        torch.mul(g, torch.eq(local, tap, out=hit), out=view)
-    return grad
-
-
 def _max_pool_forward(input, window: Window, ceil_mode, return_indices, track, spatial_dims):
-    if not return_indices and _tiled(window, ceil_mode, _spatial(input.shape, spatial_dims),
-                                     input.device):
-        pooled = _tiled_max_pool(input, window, track, spatial_dims)
+    in_hw = _spatial(input.shape, spatial_dims)
+    if not return_indices and fast.tiled(window, ceil_mode, in_hw, input.device):
+        pooled = fast.tiled_max_pool(input, window, track, spatial_dims, in_hw)
         if pooled is not None:
             return pooled
     if spatial_dims == 1:
@@ -262,13 +193,13 @@ def _max_pool_backward(ctx, g: Tensor, spatial_dims: int) -> Tensor | None:
     (local,) = ctx.saved_tensors
     if local is None:
         return None
-    if (not records_graph() and not batched(g) and local.dtype == torch.uint8
-            and _tiled(ctx.window, ctx.ceil_mode, _spatial(ctx.input_shape, spatial_dims),
-                       g.device)
-            and bool(torch.isfinite(g.sum()))):  # non-finite g (or an overflowing sum)
-        return _tiled_max_pool_backward(g, local, ctx.input_shape, ctx.window, spatial_dims)
     in_hw = _spatial(ctx.input_shape, spatial_dims)
     out_hw = _spatial(ctx.output_shape, spatial_dims)
+    if (not records_graph() and not batched(g) and local.dtype == torch.uint8
+            and fast.tiled(ctx.window, ctx.ceil_mode, in_hw, g.device)
+            and bool(torch.isfinite(g.sum()))):  # non-finite g (or an overflowing sum)
+        return fast.tiled_max_pool_backward(g, local, ctx.input_shape, ctx.window,
+                                            spatial_dims, in_hw, out_hw)
     lead, out_numel = ctx.input_shape[:-spatial_dims], out_hw[0] * out_hw[1]
     # flat input position of each output's winner: h0·W + w0 + the offset of its local tap
     first_tap = first_tap_index(in_hw, out_hw, ctx.window, g.device).reshape(out_numel)
@@ -308,7 +239,7 @@ class MaxPool2d(Function):
 
     Tiled windows (kernel = stride, no padding) on CPU: y = the elementwise maximum of the
     kH·kW strided tap views, a = Σ_t Π_{s ≤ t} [x_s ≠ y], and backward writes g·[a = t] into
-    tap t's view of ∂L/∂x; see :func:`_tiled_max_pool`.
+    tap t's view of ∂L/∂x; see :func:`~trainer.functional._fast.pool.tiled_max_pool`.
     """
 
     generate_vmap_rule = True
