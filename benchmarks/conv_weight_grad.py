@@ -11,7 +11,7 @@ explicit formulation; each is timed against native's weight gradient (``autograd
   swapped conv       conv2d with batch and channels swapped: x_padᵀ (C, N, H+2, W+2) with gᵀ
                      (O, N, H, W) as the kernel: a 14x14 kernel, a 3x3 output
   width-folded       the same, with the in-channels folded into the width (the library's
-                     choice on CPU: `trainer.functional.conv._weight_grad`)
+                     choice on CPU: `trainer.functional._fast.conv.weight_grad_width_folded`)
   im2col + bmm       unfold x into (N, C·9, H·W) and multiply by g per sample (MKL GEMM)
   shifted rows + mm  x channels-last with its rows padded, so that each tap is a contiguous
                      slice: nine (O x N·Hp·Wp) @ (N·Hp·Wp x C) GEMMs, no im2col copy
@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import harness
-from trainer.functional.conv import _params, _weight_grad
+from trainer.functional._fast.conv import weight_grad_width_folded
+from trainer.functional.conv import _params
 
 
 def formulations(x: torch.Tensor, g: torch.Tensor, weight_shape) -> dict:
@@ -42,7 +43,7 @@ def formulations(x: torch.Tensor, g: torch.Tensor, weight_shape) -> dict:
         return F.conv2d(x_pad.transpose(0, 1), g.transpose(0, 1)).transpose(0, 1)
 
     def width_trick():
-        return _weight_grad(x, g, weight_shape, params, False)[0]
+        return weight_grad_width_folded(x, g, weight_shape, params, params.pad_lo)
 
     def im2col_bmm():
         cols = F.unfold(x, 3, padding=1)  # (N, C·9, H·W)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import trainer.functional as F
 from trainer import testing
-from trainer.functional import conv as conv_module
+from trainer.functional._fast import conv as fast_conv
 
 OURS = {1: F.conv1d, 2: F.conv2d}
 TORCH = {1: torch_F.conv1d, 2: torch_F.conv2d}
@@ -23,20 +23,24 @@ TORCH = {1: torch_F.conv1d, 2: torch_F.conv2d}
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
 
-PATHS = ["per_sample", "one_matmul", "swapped"]
+PATHS = ["per_sample", "one_matmul", "folded", "formula"]
 
 
 @contextlib.contextmanager
 def weight_grad_path(path: str):
     """Force one ∂L/∂W formulation, so that each is tested on every config: the unfolded input
-    times g per sample, or in one matmul over all samples, or the swapped convolution."""
-    saved = conv_module._UNFOLD_MAX_ROWS, conv_module._PER_SAMPLE_MIN_WORK
-    conv_module._UNFOLD_MAX_ROWS, conv_module._PER_SAMPLE_MIN_WORK = {
-        "per_sample": (10**9, 0), "one_matmul": (10**9, 10**9), "swapped": (-1, 0)}[path]
+    times g per sample, or in one matmul over all samples (trainer.functional._fast.conv), the
+    swapped convolution folded into the width (on CPU), or the rule's plain formula."""
+    saved = fast_conv.UNFOLD_MAX_ROWS, fast_conv.PER_SAMPLE_MIN_WORK, fast_conv.weight_grad
+    fast_conv.UNFOLD_MAX_ROWS, fast_conv.PER_SAMPLE_MIN_WORK = {
+        "per_sample": (10**9, 0), "one_matmul": (10**9, 10**9), "folded": (-1, 0),
+        "formula": (-1, 0)}[path]
+    if path == "formula":
+        fast_conv.weight_grad = lambda *args: None
     try:
         yield
     finally:
-        conv_module._UNFOLD_MAX_ROWS, conv_module._PER_SAMPLE_MIN_WORK = saved
+        fast_conv.UNFOLD_MAX_ROWS, fast_conv.PER_SAMPLE_MIN_WORK, fast_conv.weight_grad = saved
 
 
 def make(rank, batch, channels, out_channels, kernel, size, groups=1, bias=True,
@@ -105,14 +109,14 @@ def test_float32_realistic_shape_and_non_contiguous(rank):
 
 GRADCHECK_CONFIGS = [  # (rank, channels, out, kernel, size, options, unbatched, path)
     (2, 2, 2, 2, 3, {}, False, "per_sample"),
-    (2, 2, 2, 2, 3, {}, False, "swapped"),
-    (2, 1, 2, 2, 4, {"stride": 2, "padding": 1}, False, "swapped"),
-    (2, 2, 2, 3, 6, {"stride": 2, "padding": 1}, False, "swapped"),  # stride leftover: cropped
+    (2, 2, 2, 2, 3, {}, False, "folded"),
+    (2, 1, 2, 2, 4, {"stride": 2, "padding": 1}, False, "folded"),
+    (2, 2, 2, 3, 6, {"stride": 2, "padding": 1}, False, "folded"),  # stride leftover: cropped
     (2, 4, 2, 2, 3, {"groups": 2, "dilation": (1, 2), "padding": (0, 1)}, False, "one_matmul"),
-    (2, 4, 2, 2, 3, {"groups": 2, "dilation": (2, 1), "padding": (1, 0)}, False, "swapped"),
+    (2, 4, 2, 2, 3, {"groups": 2, "dilation": (2, 1), "padding": (1, 0)}, False, "folded"),
     (2, 1, 1, 2, 3, {"padding": "same"}, False, "per_sample"),  # even kernel: asymmetric
-    (1, 2, 2, 4, 5, {"padding": "same"}, False, "swapped"),
-    (1, 2, 2, 2, 5, {"dilation": 2, "stride": 2}, False, "swapped"),  # not width-interleaved
+    (1, 2, 2, 4, 5, {"padding": "same"}, False, "folded"),
+    (1, 2, 2, 2, 5, {"dilation": 2, "stride": 2}, False, "folded"),  # not width-interleaved
     (1, 2, 3, 3, 6, {"stride": 2, "dilation": 2, "padding": 2}, True, "one_matmul"),
     (1, 4, 2, 2, 5, {"groups": 2, "padding": 1}, False, "per_sample"),
 ]
@@ -197,7 +201,7 @@ def test_compile_fullgraph_matches_eager():
         testing.assert_compile_matches_eager(with_options(F.conv2d, padding="same", groups=2),
                                              x, w, b, atol=1e-4)
     x, w, b = make(1, 2, 3, 8, 3, 9, dtype=torch.float32)
-    for path in ("one_matmul", "swapped"):
+    for path in ("one_matmul", "folded", "formula"):
         with weight_grad_path(path):
             testing.assert_compile_matches_eager(with_options(F.conv1d, stride=2, padding=1),
                                                  x, w, b, atol=1e-4)
@@ -291,7 +295,7 @@ def test_weight_grad_paths_agree_on_a_large_config():
             grads[path] = torch.autograd.grad(out, [w, b], torch.ones_like(out))
     for path in PATHS[1:]:
         torch.testing.assert_close(grads[path], grads[PATHS[0]])
-    assert grads["swapped"][0].abs().sum() > 0
+    assert grads["formula"][0].abs().sum() > 0
 
 
 @pytest.mark.cuda

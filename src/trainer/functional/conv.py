@@ -1,29 +1,33 @@
-"""Convolutions, with both gradients written out as convolutions (or a matmul) of their own."""
+"""Convolutions, with both gradients written out as convolutions of their own.
+
+∂L/∂x is a transposed convolution of g with W; ∂L/∂W is a convolution of x with g in which
+batch and channels swap roles. A first-order ∂L/∂W may take a faster formulation of the same
+sum on CPU (a matmul against the unfolded input, or the swapped convolution with the
+in-channels folded into the width), one named call into :mod:`trainer.functional._fast.conv`.
+"""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import torch
 import torch.nn.functional as torch_F
 from torch import Tensor
 
-from ._util import Function, check_float, check_same_dtype, fail, ntuple, shape_str, to_dtype
+from ._fast import conv as fast
+from ._util import (
+    Function,
+    check_float,
+    check_same_dtype,
+    fail,
+    ntuple,
+    records_graph,
+    shape_str,
+    to_dtype,
+)
 
 _CONV = {1: torch_F.conv1d, 2: torch_F.conv2d}
 _CONV_TRANSPOSE = {1: torch_F.conv_transpose1d, 2: torch_F.conv_transpose2d}
-
-# ∂L/∂W has two formulations (measured on CPU, see Conv2d's docstring). With at most this many
-# rows per group (in_channels/groups × taps: a first layer, a 1x1 kernel), a matmul against the
-# unfolded input is 2-3x faster than the swapped convolution, whose kernel is the whole output
-# map; past it, unfolding copies taps × the input and the swapped convolution wins.
-_UNFOLD_MAX_ROWS = 64
-# Unfolded ∂L/∂W: with at least this much work per sample (positions × out-channels per group) a
-# matmul per sample beats copying g into one big matrix; below it, per-call overhead wins.
-_PER_SAMPLE_MIN_WORK = 4096
-
 
 class _Params(NamedTuple):
     """Non-tensor arguments, one entry per spatial dim. lo/hi: zeros padded before/after."""
@@ -102,115 +106,34 @@ def _input_grad(g: Tensor, weight: Tensor, input_shape, p: _Params) -> Tensor:
 
 def _weight_grad(x: Tensor, g: Tensor, weight_shape, p: _Params,
                  need_bias: bool) -> tuple[Tensor, Tensor | None]:
-    """∂L/∂W[o, c, k] = Σ_n Σ_t g[n, o, t] · x_pad[n, c, t·stride + k·dilation]; also ∂L/∂b
-    when the formulation gets it for free (else None)."""
+    """∂L/∂W[o, c, k] = Σ_n Σ_t g[n, o, t] · x_pad[n, c, t·stride + k·dilation]: the swapped
+    convolution of :func:`_weight_grad_swapped`. Also ∂L/∂b when a faster formulation gets it
+    for free (else None)."""
     if x.shape[0] == 0:  # empty batch: nothing to sum
         return g.new_zeros(weight_shape), g.new_zeros(weight_shape[0]) if need_bias else None
-    swapped = math.prod(weight_shape[1:]) > _UNFOLD_MAX_ROWS
-    folded = swapped and x.device.type == "cpu" and p.dilation[-1] == 1
-    if folded and p.pad_lo == p.pad_hi:  # the convolution pads: no padded copy of x
-        return _weight_grad_width_folded(x, g, weight_shape, p, p.pad_lo), None
+    if not records_graph():
+        faster = fast.weight_grad(x, g, weight_shape, p, need_bias, _reached_by_taps)
+        if faster is not None:
+            return faster
+    return _weight_grad_swapped(_reached_by_taps(x, g, weight_shape, p), g, weight_shape,
+                                p), None
+
+
+def _reached_by_taps(x: Tensor, g: Tensor, weight_shape, p: _Params) -> Tensor:
+    """x_pad, cut where the taps stop: the stride leftover at the far end meets no tap."""
     if any(p.pad_lo) or any(p.pad_hi):
         x = torch_F.pad(x, _pad_arg(p.pad_lo, p.pad_hi))
-    # the stride leftover at the far end meets no tap: drop it, so no formulation works on it
     used = [(n_out - 1) * s + d * (k - 1) + 1
             for n_out, s, d, k in zip(g.shape[2:], p.stride, p.dilation, weight_shape[2:])]
     if list(x.shape[2:]) != used:
         x = x[(..., *(slice(0, n) for n in used))]
-    if not swapped:
-        return _weight_grad_unfolded(x, g, weight_shape, p, need_bias)
-    if folded:
-        return _weight_grad_width_folded(x, g, weight_shape, p, (0,) * len(p.pad_lo)), None
-    return _weight_grad_swapped(x, g, weight_shape, p), None
-
-
-def _weight_grad_unfolded(x_pad: Tensor, g: Tensor, weight_shape, p: _Params,
-                          need_bias: bool) -> tuple[Tensor, Tensor | None]:
-    """cols = the input's windows, a row per (in-channel, tap) and a column per position;
-    ∂L/∂W = cols · gᵀ per group, summed over samples. A row of ones appended to cols makes the
-    same product give ∂L/∂b = 1 · gᵀ, saving a second pass over g."""
-    rank, groups, n = len(weight_shape) - 2, p.groups, x_pad.shape[0]
-    out_channels, per_group = weight_shape[:2]
-    out_per_group = out_channels // groups
-    kernel = weight_shape[2:]
-    windows = x_pad
-    for d in range(rank):  # views: (N, C, *out, *span)
-        windows = windows.unfold(2 + d, p.dilation[d] * (kernel[d] - 1) + 1, p.stride[d])
-    if any(dil > 1 for dil in p.dilation):  # keep every dil-th element of each span: the taps
-        windows = windows[(..., *(slice(None, None, dil) for dil in p.dilation))]
-    windows = windows.reshape(n, groups, per_group, *windows.shape[2:])  # (N, G, C/G, *out, *k)
-    positions, rows = math.prod(g.shape[2:]), per_group * math.prod(kernel)
-    out_dims, tap_dims = range(3, 3 + rank), range(3 + rank, 3 + 2 * rank)
-    g_rows = g.reshape(n, groups, out_per_group, positions)
-    if positions * out_per_group >= _PER_SAMPLE_MIN_WORK:
-        # a matmul per (sample, group) on views of g, then a sum over samples: g is not copied
-        cols = windows.permute(0, 1, 2, *tap_dims, *out_dims).reshape(n, groups, rows, positions)
-        ones_shape = (n, groups, 1, positions)
-    else:
-        # small maps: one matmul per group over (sample, position): per-call overhead rules
-        cols = windows.permute(1, 2, *tap_dims, 0, *out_dims).reshape(groups, rows, -1)
-        g_rows = g_rows.permute(1, 2, 0, 3).reshape(groups, out_per_group, -1)
-        ones_shape = (groups, 1, n * positions)
-    if need_bias:
-        cols = torch.cat([cols, cols.new_ones(ones_shape)], -2)
-    grads = cols.matmul(g_rows.transpose(-1, -2))  # ([N,] G, rows [+ 1], out/G)
-    if grads.dim() == 4:
-        grads = grads.sum(0)
-    grad_weight = grads[:, :rows].transpose(1, 2).reshape(weight_shape)
-    grad_bias = grads[:, rows].reshape(out_channels) if need_bias else None
-    return grad_weight, grad_bias
-
-
-def _weight_grad_width_folded(x: Tensor, g: Tensor, weight_shape, p: _Params,
-                              pad: Sequence[int]) -> Tensor:
-    """The swapped convolution of :func:`_weight_grad_swapped`, CPU layout, with the
-    in-channels folded into the width: x channels-last with (width, channel) merged, g's taps
-    dilated by C/G along it, so that output column kw·C/G + c holds tap kw of channel c. One
-    batch, an output k·C/G wide; oneDNN runs it 1.3-1.7x faster than the plain swap (3x3,
-    32-64 channels).
-
-    ``pad`` zeros on each side (symmetric padding) go to the convolution itself, pad·C/G
-    columns on the folded width: no padded copy of x, and oneDNN's padded kernel is the faster
-    one here (7.8 against 11.7 ms on the reference CNN's second conv). Asymmetric padding
-    comes padded and cut by the caller, with pad = 0. Taps past the kernel, which the stride
-    leftover at the far end adds, are cropped from the output.
-
-    Measured with ``python -m benchmarks.conv_weight_grad``: the reference CNN's second conv
-    (128x32x14x14 -> 64) takes ~1.6x native's backward-weights kernel this way, against 1.8x
-    (folded, padded copy), 2.5x (plain swap) and 2-4x (any route through torch.mm: MKL's GEMM
-    runs at half oneDNN's rate on this CPU).
-    """
-    rank, groups = len(weight_shape) - 2, p.groups
-    n, _, *size = x.shape
-    out_channels, per_group, *kernel = weight_shape
-    if rank == 2:
-        # Both operands channels-last (channels = samples innermost), the layout oneDNN's
-        # kernel reads without reordering: (N, C, H, W) -> (H, W, C/G, G, N) in memory, seen
-        # as (1, G·N, H, W·C/G); and g as (O, *out, N) in memory. ~15% faster than NCHW.
-        x_folded = x.reshape(n, groups, per_group, *size).permute(3, 4, 2, 1, 0).contiguous()
-        x_folded = x_folded.view(size[0], size[1] * per_group, groups * n).permute(2, 0, 1)
-        x_folded = x_folded.unsqueeze(0)
-        g_kernel = g.movedim(0, -1).contiguous().movedim(-1, 1)
-    else:  # (N, C, L) -> (G, N, L, C/G) -> (1, G·N, L·C/G)
-        x_folded = x.reshape(n, groups, per_group, *size).transpose(0, 1).movedim(2, -1)
-        x_folded = x_folded.reshape(1, groups * n, size[-1] * per_group)
-        g_kernel = g.transpose(0, 1)  # (O, N, *out): O splits into groups as groups= reads it
-    padding = (*pad[:-1], pad[-1] * per_group)
-    dilation = (*p.stride[:-1], p.stride[-1] * per_group)
-    grad = _CONV[rank](x_folded, g_kernel, None, p.dilation, padding, dilation, groups)
-    taps = (*kernel[:-1], kernel[-1] * per_group)
-    if tuple(grad.shape[2:]) != taps:
-        grad = grad[(..., *(slice(0, k) for k in taps))]
-    # (1, O, *k[:-1], k[-1]·C/G) -> (O, *k, C/G) -> (O, C/G, *k)
-    return grad.reshape(out_channels, *kernel, per_group).movedim(-1, 1)
+    return x
 
 
 def _weight_grad_swapped(x_pad: Tensor, g: Tensor, weight_shape, p: _Params) -> Tensor:
     """A convolution of x with g where batch and channels swap roles: channels = samples (the
     sum over n), kernel = g's map, stride and dilation trade places; per group. x_pad is cut
-    to the extent the taps reach, so the output is exactly the kernel's size. Batch =
-    in-channels and the output map is just the kernel's (3x3, say), which vectorizes poorly
-    on CPU, where :func:`_weight_grad_width_folded` takes over whenever it can."""
+    to the extent the taps reach, so the output is exactly the kernel's size."""
     rank, groups = len(weight_shape) - 2, p.groups
     n, _, *size = x_pad.shape
     per_group = weight_shape[1]
@@ -235,9 +158,9 @@ class Conv1d(Function):
         ∂L/∂x = conv_transpose1d(g, W, stride=s, padding=lo, dilation=d, groups,
                                  output_padding = the stride leftover)          -> (N, C, L)
         ∂L/∂W = conv1d(x_padᵀ, gᵀ, stride=d, dilation=s) per group, ᵀ swapping batch and
-                channels, x_pad cut where the taps stop; or, for at most 64
-                in-channels/groups × taps, Σ_n unfold(x_pad)[n] · g[n]ᵀ, a faster matmul there
-        ∂L/∂b = Σ_{n,t} g   (in the unfolded form: one more row of ones in the same matmul)
+                channels, x_pad cut where the taps stop          (first order on CPU:
+                fast.weight_grad, the same sum as a matmul or a folded convolution)
+        ∂L/∂b = Σ_{n,t} g
     Saves: x (for ∂L/∂W) and W (for ∂L/∂x), each only when the other side needs a gradient.
     Not the bias, nor the padded copy of x that 'same' with an even span makes.
     """
@@ -266,11 +189,9 @@ class Conv2d(Function):
         ∂L/∂x = conv_transpose2d(g, W, stride=s, padding=lo, dilation=d, groups,
                                  output_padding = the stride leftover)          -> (N, C, H, W)
         ∂L/∂W = conv2d(x_padᵀ, gᵀ, stride=d, dilation=s) per group, ᵀ swapping batch and
-                channels, x_pad cut where the taps stop (on CPU with the in-channels folded
-                into the width and the padding left to the conv: see
-                _weight_grad_width_folded); or, for at most 64 in-channels/groups × taps,
-                Σ_n unfold(x_pad)[n] · g[n]ᵀ, a matmul 2-3x faster there on CPU
-        ∂L/∂b = Σ_{n,i,j} g   (in the unfolded form: one more row of ones in the same matmul)
+                channels, x_pad cut where the taps stop          (first order on CPU:
+                fast.weight_grad, the same sum as a matmul or a folded convolution)
+        ∂L/∂b = Σ_{n,i,j} g
     Saves: x (for ∂L/∂W) and W (for ∂L/∂x), each only when the other side needs a gradient.
     Not the bias, nor the padded copy of x that 'same' with an even span makes.
     """
