@@ -5,17 +5,19 @@ Every op here is a ``torch.autograd.Function`` whose backward is written out as 
 """
 
 from ._util import ShapeError
-from .activation import gelu, leaky_relu, log_softmax, relu, sigmoid, silu, softmax, tanh
+from .activation import gelu, leaky_relu, relu, sigmoid, silu, tanh
 from .attention import scaled_dot_product_attention
 from .conv import conv1d, conv2d
+from .cross_entropy import cross_entropy
 from .dropout import dropout
 from .embedding import embedding
 from .fused import linear_cross_entropy
 from .linear import linear
-from .loss import cross_entropy, mse_loss, nll_loss
+from .loss import mse_loss, nll_loss
 from .norm import batch_norm, layer_norm
 from .pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .shape import flatten
+from .softmax import log_softmax, softmax
 
 __all__ = [
     "ShapeError",

@@ -34,9 +34,10 @@ def _rules_of(family: str):
     return importlib.import_module(f"trainer.functional.{family}")
 
 
-activation, attention, conv, dropout_rules, embedding, fused, linear, loss, norm, pool, shape = (
-    map(_rules_of, ("activation", "attention", "conv", "dropout", "embedding", "fused",
-                    "linear", "loss", "norm", "pool", "shape")))
+(activation, attention, conv, cross_entropy, dropout_rules, embedding, fused, linear, loss, norm,
+ pool, shape, softmax) = map(_rules_of, (
+    "activation", "attention", "conv", "cross_entropy", "dropout", "embedding", "fused",
+    "linear", "loss", "norm", "pool", "shape", "softmax"))
 
 
 @dataclass(frozen=True)
@@ -176,13 +177,13 @@ RULES: tuple[Rule, ...] = (
          grads=("input: g · (1 − y²)",),
          saves="y: tanh′ is a function of y alone",
          examples=ex.pointwise()),
-    Rule(name="softmax", function=activation.Softmax,
+    Rule(name="softmax", function=softmax.Softmax,
          stands_for=("torch.nn.functional.softmax", "torch.softmax"),
          twins=("trainer.nn.activation.Softmax",),
          grads=("input: y ⊙ (g − Σ_dim g ⊙ y)",),
          saves="y: the Jacobian diag(y) − y yᵀ is a function of y alone",
          examples=ex.along_dim),
-    Rule(name="log_softmax", function=activation.LogSoftmax,
+    Rule(name="log_softmax", function=softmax.LogSoftmax,
          stands_for=("torch.nn.functional.log_softmax", "torch.log_softmax"),
          twins=("trainer.nn.activation.LogSoftmax",),
          grads=("input: g − e^y · Σ_dim g",),
@@ -230,7 +231,7 @@ RULES: tuple[Rule, ...] = (
                 "backward recomputes it"),
          examples=ex.attention),
     # -- losses ------------------------------------------------------------------------------
-    Rule(name="cross_entropy", function=loss.CrossEntropy,
+    Rule(name="cross_entropy", function=cross_entropy.CrossEntropy,
          stands_for=("torch.nn.functional.cross_entropy",),
          twins=("trainer.nn.loss.CrossEntropyLoss",),
          grads=("input: g · (softmax(z) − onehot(t))  (scaled by weights, smoothing, reduction)",),
