@@ -25,9 +25,9 @@ class Function(torch.autograd.Function):
     Function derives from it.
 
     ``Function.apply`` binds the arguments to ``forward``'s signature on every call (for the
-    defaults and keywords of the setup_context style): 10-15 µs a call here, a quarter of
-    cross_entropy at 256x10 (``python -m benchmarks.layers``: 1.33x native before, 1.08x
-    after). The ops here always pass every argument positionally, so when that is so (and no
+    defaults and keywords of the setup_context style), a cost that weighs on small ops
+    (benchmarks/README.md has the numbers). The ops here always pass every argument
+    positionally, so when that is so (and no
     torch.func transform is active) the call goes straight to the C++ apply, as
     ``Function.apply`` itself ends. Anything else (keywords, missing arguments, transforms)
     takes the full ``Function.apply``, which finds forward's signature cached here.

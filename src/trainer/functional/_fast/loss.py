@@ -14,7 +14,7 @@ from .._util import LOG2_E
 
 def exp(t: Tensor) -> Tensor:
     """A fresh exp(t), as exp2(t · log2 e): the same value, and torch's CPU exp2 kernel is
-    about 4x faster than its exp kernel (float32, AVX-512: 58 vs 250 us for 128k values).
+    several times faster than its exp kernel (benchmarks/README.md has the numbers).
     exp2_ in place on the fresh product is safe: mul's backward does not need its output.
     Low precision keeps exp, whose float opmath skips the product's extra rounding."""
     if t.dtype not in (torch.float32, torch.float64):
@@ -23,7 +23,7 @@ def exp(t: Tensor) -> Tensor:
 
 
 # Floats in one SIMD vector of torch's CPU kernels. Its lastdim log_softmax kernel takes a
-# scalar path for rows shorter than one vector, ~5x slower per value than the vector path.
+# scalar path for rows shorter than one vector, several times slower per value.
 FLOAT32_LANES = {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 0)
 
 
@@ -32,7 +32,7 @@ def log_softmax(z: Tensor, class_dim: int) -> Tensor:
 
     torch's kernel is used, except for float32 (N, C) CPU logits whose rows are shorter than a
     SIMD vector (C = 10 with AVX-512, say) and that hold enough values for the six vectorized
-    ops below to beat its scalar path (256×10: 14 vs 27 us).
+    ops below to beat its scalar path.
     """
     if (z.dim() != 2 or z.shape[1] >= FLOAT32_LANES or z.numel() < 1024
             or z.dtype != torch.float32 or z.device.type != "cpu"):
