@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from ._fast import dropout as fast
 from ._util import Function, batched, check_float, fail, records_graph
 
 # lowbias32 (C. Wellons' integer hash): two multiply–xorshift rounds with full avalanche.
@@ -68,13 +69,11 @@ class Dropout(Function):
         if ctx.p == 1.0:
             grad = g * 0.0
         else:
-            keep = _keep_like(seed, g, ctx.p)
-            # m·g·(1/(1 − p)), in place in the mask's buffer where that is safe: not when
-            # double backward needs g · m recorded, nor where g may be batched and m not
-            if records_graph() or batched(g):
-                grad = (g * keep).mul_(1.0 / (1.0 - ctx.p))
+            keep = _keep_like(seed, g, ctx.p)  # m, recomputed from the seed
+            if not records_graph() and not batched(g):
+                grad = fast.dropout_backward(g, keep, ctx.p)
             else:
-                grad = keep.mul_(g).mul_(1.0 / (1.0 - ctx.p))
+                grad = g * keep / (1.0 - ctx.p)  # ∂L/∂x = g · m / (1 − p)
         return grad, None, None, None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._fast import embedding as fast
 from ._util import Function, ShapeError, fail, records_graph, shape_str
 
 
@@ -67,15 +68,13 @@ class Embedding(Function):
                 index, rows = index[keep], rows[keep]
             grad_weight = torch.sparse_coo_tensor(index.reshape(1, -1).long(), rows,
                                                   (num_weights, dim), check_invariants=False)
-        elif records_graph():  # building a graph (double backward, vmap): out of place
+        elif not records_graph():
+            grad_weight = fast.embedding_backward(rows, index, num_weights, padding_idx)
+        else:  # ∂L/∂W[v] = Σ_{i: idx[i] = v} g[i], and 0 for the padding row
             grad_weight = rows.new_zeros(num_weights, dim).index_add(0, index, rows)
             if padding_idx >= 0:
                 grad_weight = grad_weight.index_fill(
                     0, torch.full((1,), padding_idx, dtype=torch.long, device=g.device), 0)
-        else:
-            grad_weight = rows.new_zeros(num_weights, dim).index_add_(0, index, rows)
-            if padding_idx >= 0:  # only idx == padding_idx added into this row
-                grad_weight[padding_idx].zero_()
         return None, grad_weight, None, None, None
 
 
