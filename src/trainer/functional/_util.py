@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -45,11 +46,31 @@ class Function(torch.autograd.Function):
 
     @classmethod
     def apply(cls, *args, **kwargs):
+        if torch._C._is_torch_function_mode_enabled():  # trainer.explicit() may be open
+            return _apply_marked(cls, args, kwargs)
         if (kwargs or len(args) != cls._arity
                 or torch._C._are_functorch_transforms_active()):
             return super().apply(*args, **kwargs)
         # as Function.apply: tensors left behind by a finished torch.func transform unwrapped
         return super(torch.autograd.Function, cls).apply(*_unwrap_dead_wrappers(args))
+
+
+_rule_depth = threading.local()
+
+
+def inside_rule() -> bool:
+    """Whether one of the rules' Functions is running (its forward) in this thread: then
+    :func:`trainer.explicit` leaves torch's calls alone, so no rule is applied to its own
+    insides."""
+    return getattr(_rule_depth, "value", 0) > 0
+
+
+def _apply_marked(cls, args, kwargs):
+    _rule_depth.value = getattr(_rule_depth, "value", 0) + 1
+    try:
+        return torch.autograd.Function.apply.__func__(cls, *args, **kwargs)
+    finally:
+        _rule_depth.value -= 1
 
 
 class ShapeError(RuntimeError, ValueError):

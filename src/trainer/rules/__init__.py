@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from trainer import functional as F
+from trainer.rules import adapters
 from trainer.rules import examples as ex
-from trainer.rules.examples import Example
+from trainer.rules import matmul, pointwise, reductions
+from trainer.rules.rule import Rule, resolve
 
 
 def _rules_of(family: str):
@@ -38,54 +36,6 @@ def _rules_of(family: str):
  pool, shape, softmax) = map(_rules_of, (
     "activation", "attention", "conv", "cross_entropy", "dropout", "embedding", "fused",
     "linear", "loss", "norm", "pool", "shape", "softmax"))
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One explicit op."""
-
-    name: str  # as in trainer.functional (and torch.nn.functional)
-    function: type[torch.autograd.Function]  # whose backward is the rule
-    stands_for: tuple[str, ...]  # torch entry points it replaces, dotted
-    twins: tuple[str, ...]  # trainer.nn modules that call it, dotted (trainer.nn imports this)
-    grads: tuple[str, ...]  # "input: formula", one per differentiable input
-    saves: str  # what backward keeps, and why
-    examples: Callable[[], list[Example]]  # inputs the standard checks run it on
-    reference: Callable | None = None  # torch's own op; None: the first of stands_for
-    unsupported: tuple[str, ...] = ()  # "double backward", "vmap": refused by design, and why
-
-    def supports(self, feature: str) -> bool:
-        """Whether the rule supports ``feature`` ("double backward", "vmap")."""
-        return not any(reason.startswith(feature + ":") for reason in self.unsupported)
-
-    @property
-    def torch_op(self) -> Callable:
-        """What the rule must equal: its reference, or the torch op it stands for."""
-        return self.reference or resolve(self.stands_for[0])
-
-    @property
-    def functional(self) -> Callable:
-        """The op as users call it: ``trainer.functional.<name>``."""
-        return getattr(F, self.name)
-
-    @property
-    def family(self) -> str:
-        """The file of :mod:`trainer.functional` it lives in (activation, conv, ...)."""
-        return self.function.__module__.rsplit(".", 1)[-1]
-
-    def where(self) -> str:
-        """``src/trainer/functional/activation.py:209``: the Function's source."""
-        path = Path(inspect.getsourcefile(self.function))
-        line = inspect.getsourcelines(self.function)[1]
-        parts = path.parts
-        shown = Path(*parts[parts.index("trainer") - 1:]) if "trainer" in parts else path
-        return f"{shown}:{line}"
-
-
-def resolve(dotted: str) -> object:
-    """``"torch.nn.functional.gelu"`` -> the object it names."""
-    module, _, attribute = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), attribute)
 
 
 RULES: tuple[Rule, ...] = (
@@ -142,7 +92,7 @@ RULES: tuple[Rule, ...] = (
          examples=ex.pool(2, "avg")),
     # -- pointwise activations ---------------------------------------------------------------
     Rule(name="relu", function=activation.ReLU,
-         stands_for=("torch.nn.functional.relu", "torch.relu"),
+         stands_for=("torch.nn.functional.relu", "torch.relu", "torch.Tensor.relu"),
          twins=("trainer.nn.activation.ReLU",),
          grads=("input: g · [y ≠ 0]",),
          saves="the mask [y ≠ 0], 1 bit per element: the derivative is a 0/1 step",
@@ -166,25 +116,30 @@ RULES: tuple[Rule, ...] = (
          saves="x: σ(x) is not recoverable from y",
          examples=ex.pointwise()),
     Rule(name="sigmoid", function=activation.Sigmoid,
-         stands_for=("torch.sigmoid", "torch.nn.functional.sigmoid"),
+         stands_for=("torch.sigmoid", "torch.nn.functional.sigmoid", "torch.Tensor.sigmoid"),
          twins=("trainer.nn.activation.Sigmoid",),
          grads=("input: g · y(1 − y)",),
          saves="y: σ′ is a function of y alone",
          examples=ex.pointwise()),
     Rule(name="tanh", function=activation.Tanh,
-         stands_for=("torch.tanh", "torch.nn.functional.tanh"),
+         stands_for=("torch.tanh", "torch.nn.functional.tanh", "torch.Tensor.tanh"),
          twins=("trainer.nn.activation.Tanh",),
          grads=("input: g · (1 − y²)",),
          saves="y: tanh′ is a function of y alone",
          examples=ex.pointwise()),
     Rule(name="softmax", function=softmax.Softmax,
-         stands_for=("torch.nn.functional.softmax", "torch.softmax"),
+         stands_for=("torch.nn.functional.softmax", "torch.softmax", "torch.Tensor.softmax"),
+         adapters={"torch.softmax": adapters.softmax_from_torch,
+                   "torch.Tensor.softmax": adapters.softmax_from_torch},
          twins=("trainer.nn.activation.Softmax",),
          grads=("input: y ⊙ (g − Σ_dim g ⊙ y)",),
          saves="y: the Jacobian diag(y) − y yᵀ is a function of y alone",
          examples=ex.along_dim),
     Rule(name="log_softmax", function=softmax.LogSoftmax,
-         stands_for=("torch.nn.functional.log_softmax", "torch.log_softmax"),
+         stands_for=("torch.nn.functional.log_softmax", "torch.log_softmax",
+                    "torch.Tensor.log_softmax"),
+         adapters={"torch.log_softmax": adapters.log_softmax_from_torch,
+                   "torch.Tensor.log_softmax": adapters.log_softmax_from_torch},
          twins=("trainer.nn.activation.LogSoftmax",),
          grads=("input: g − e^y · Σ_dim g",),
          saves="y: softmax(x) = e^y",
@@ -261,12 +216,15 @@ RULES: tuple[Rule, ...] = (
                       "vmap: per-sample V×H weight gradients are the memory it avoids")),
     # -- shape -------------------------------------------------------------------------------
     Rule(name="flatten", function=shape.Reshape,
-         stands_for=("torch.flatten",),
+         stands_for=("torch.flatten", "torch.Tensor.flatten"),
          twins=("trainer.nn.flatten.Flatten",),
          grads=("input: reshape(g, x.shape)",),
          saves="nothing: only x's shape",
          examples=ex.flatten),
 )
+
+# The families added since, each a section of the table in its own file.
+RULES = (*RULES, *pointwise.RULES, *reductions.RULES, *matmul.RULES)
 
 BY_NAME: dict[str, Rule] = {rule.name: rule for rule in RULES}
 
