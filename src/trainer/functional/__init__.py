@@ -19,6 +19,15 @@ from .pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
 from .shape import flatten
 from .softmax import log_softmax, softmax
 
+# The families beyond torch.nn.functional: torch's own ops (torch.add, torch.sum, torch.matmul),
+# each module listing its ops in __all__.
+from . import matmul as _matmul
+from . import pointwise as _pointwise
+from . import reduce as _reduce
+from .matmul import *  # noqa: F403
+from .pointwise import *  # noqa: F403
+from .reduce import *  # noqa: F403
+
 __all__ = [
     "ShapeError",
     "avg_pool1d",
@@ -46,4 +55,7 @@ __all__ = [
     "silu",
     "softmax",
     "tanh",
+    *_pointwise.__all__,
+    *_reduce.__all__,
+    *_matmul.__all__,
 ]
