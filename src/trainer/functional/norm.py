@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ._fast import norm as fast
+from .shape import Reshape
 from ._util import (
     LOW_PRECISION,
     Function,
@@ -161,6 +162,10 @@ def batch_norm(
 ) -> Tensor:
     """Explicit twin of :func:`torch.nn.functional.batch_norm`."""
     op = "batch_norm"
+    if input.dim() == 1 and input.numel() == 0:  # torch takes it: no channels to normalize
+        output = batch_norm(Reshape.apply(input, (1, 0)), running_mean, running_var, weight,
+                            bias, training, momentum, eps)
+        return Reshape.apply(output, (0,))
     if input.dim() < 2:
         raise fail(op, "input of shape (N, C, *)", f"input {shape_str(input)}")
     channels = input.shape[1]
@@ -180,7 +185,7 @@ def batch_norm(
         values_per_channel = input.shape[0]
         for size in input.shape[2:]:
             values_per_channel *= size
-        if values_per_channel == 1:
+        if values_per_channel == 1 and channels:  # (with no channel there is nothing to do)
             raise fail(op, "more than 1 value per channel when training",
                        f"input size {shape_str(input)}")
         if eps <= 0.0:

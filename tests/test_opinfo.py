@@ -1,0 +1,124 @@
+"""PyTorch's own OpInfo samples, run inside trainer.explicit() for every op of the table that
+OpInfo has: the values and the gradients equal native's, the call reached its rule, and the
+graph holds project Functions only, besides shape ops (which move gradient entries, no
+arithmetic).
+
+Samples come from ``torch.testing._internal.common_methods_invocations.op_db`` in float64 with
+requires_grad, empty ones included; an op with very many samples (the pools: ~1000) is
+thinned to an even spread of at most ``MAX_SAMPLES``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._pytree import tree_flatten
+
+import trainer
+from trainer import rules
+
+common_methods_invocations = pytest.importorskip(
+    "torch.testing._internal.common_methods_invocations",
+    reason="OpInfo needs expecttest (pip install -e '.[dev]')")
+
+MAX_SAMPLES = 40
+#: Built-in autograd nodes of shape and data-movement ops: allowed beside the rules.
+SHAPE_NODES = {
+    "ViewBackward0", "UnsafeViewBackward0", "TransposeBackward0", "TBackward0",
+    "PermuteBackward0", "ExpandBackward0", "SqueezeBackward0", "SqueezeBackward1",
+    "SqueezeBackward2", "UnsqueezeBackward0", "SelectBackward0", "SliceBackward0",
+    "CloneBackward0", "ToCopyBackward0", "CatBackward0", "StackBackward0", "IndexBackward0",
+    "UnbindBackward0", "SplitBackward0", "SplitWithSizesBackward0", "ReshapeAliasBackward0",
+    "AsStridedBackward0", "AliasBackward0", "NarrowBackward0", "RepeatBackward0",
+    "MovedimBackward0", "UnfoldBackward0", "FlipBackward0",
+}
+
+
+def opinfo_cases():
+    names = {rule.name for rule in rules.RULES if rule.stands_for}  # standing in for torch's
+    for info in common_methods_invocations.op_db:
+        name = info.name.removeprefix("nn.functional.")
+        if name in names and torch.float64 in info.supported_dtypes("cpu"):
+            label = info.name + (f".{info.variant_test_name}" if info.variant_test_name else "")
+            yield pytest.param(info, name, id=label)
+
+
+def samples(info):
+    found = list(info.sample_inputs("cpu", torch.float64, requires_grad=True))
+    if len(found) > MAX_SAMPLES:
+        step = len(found) / MAX_SAMPLES
+        found = [found[int(i * step)] for i in range(MAX_SAMPLES)]
+    return found
+
+
+def draws_random_numbers(name: str, sample) -> bool:
+    """Whether the sample draws a dropout mask (the defaults: dropout's p = 0.5 in training,
+    attention's dropout_p = 0)."""
+    if name == "dropout":
+        p = sample.kwargs.get("p", sample.args[0] if sample.args else 0.5)
+        return bool(p) and sample.kwargs.get("training", True)
+    if name == "scaled_dot_product_attention":
+        return bool(sample.kwargs.get("dropout_p", 0.0))
+    return False
+
+
+def leaves(sample) -> list[torch.Tensor]:
+    found, _ = tree_flatten((sample.input, sample.args, sample.kwargs))
+    return [t for t in found if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def run(info, sample):
+    """The op's output tensors, and the gradients of a fixed weighted sum of them."""
+    out = info.op(sample.input, *sample.args, **sample.kwargs)
+    outs = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    wanted = leaves(sample)
+    diff = [t for t in outs if t.requires_grad and t.is_floating_point()]
+    if not diff or not wanted:
+        return outs, []
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(t.shape, dtype=t.dtype, generator=generator) for t in diff]
+    total = sum((t * w).sum() for t, w in zip(diff, weights))
+    return outs, torch.autograd.grad(total, wanted, allow_unused=True)
+
+
+def builtin_nodes(outs) -> set[str]:
+    """Names of the built-in autograd nodes in the outputs' graph (shape ops excluded)."""
+    found, seen = set(), set()
+    stack = [t.grad_fn for t in outs if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        name = type(node).__name__
+        if getattr(type(node), "_forward_cls", None) is None and name != "AccumulateGrad" \
+                and name not in SHAPE_NODES:
+            found.add(name)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return found
+
+
+@pytest.mark.parametrize("info, name", list(opinfo_cases()))
+def test_opinfo_samples_run_their_rule_and_match_native(info, name):
+    checked = 0
+    for sample in samples(info):
+        if draws_random_numbers(name, sample):  # torch's draws cannot be matched
+            continue
+        native_outs, native_grads = run(info, sample)
+        with trainer.explicit() as report:
+            outs, grads = run(info, sample)
+        where = f"{info.name} on {sample}"
+        assert len(outs) == len(native_outs), where
+        for ours, theirs in zip(outs, native_outs):
+            torch.testing.assert_close(ours, theirs, rtol=1e-7, atol=1e-7, equal_nan=True,
+                                       msg=lambda m: f"{where}: {m}")
+        for ours, theirs in zip(grads, native_grads):
+            if theirs is None:
+                assert ours is None or not ours.any(), where
+                continue
+            torch.testing.assert_close(ours, theirs, rtol=1e-7, atol=1e-7, equal_nan=True,
+                                       msg=lambda m: f"{where} (grad): {m}")
+        assert report.explicit.get(name), f"{where}: the call did not reach the {name} rule"
+        assert not builtin_nodes(outs), f"{where}: built-in nodes {builtin_nodes(outs)}"
+        checked += 1
+    assert checked, f"{info.name}: no sample was checked"
