@@ -119,3 +119,68 @@ def test_attention_is_reported_once_not_with_its_parameter_holding_out_proj():
     assert type(explicit[1].out_proj) is type(model[1].out_proj)  # left as it was, too
     h = model[0](torch.randn(5, 2, 4))
     torch.testing.assert_close(explicit[1](h, h, h)[0], model[1](h, h, h)[0])
+
+
+class LossInside(torch.nn.Module):
+    """A model that computes its own loss in forward, as Hugging Face models do."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Linear(4, 3)
+
+    def forward(self, x, y, scale=1.0):
+        logits = self.body(x)
+        if scale != 1.0:
+            logits = logits * scale
+        return torch.nn.functional.cross_entropy(logits.softmax(-1).sinh(), y)  # sinh: no rule
+
+
+def inputs():
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(5, 4, generator=generator), torch.randint(0, 3, (5,), generator=generator)
+
+
+def test_the_converted_forward_runs_its_own_torch_calls_through_the_rules():
+    torch.manual_seed(0)
+    native = LossInside()
+    explicit, report = nn.convert(native)
+    x, y = inputs()
+    loss = explicit(x, y)
+    torch.testing.assert_close(loss, native(x, y))
+    grads = torch.autograd.grad(loss, list(explicit.parameters()))
+    native_grads = torch.autograd.grad(native(x, y), list(native.parameters()))
+    for ours, theirs in zip(grads, native_grads, strict=True):
+        torch.testing.assert_close(ours, theirs)
+    assert report.calls.explicit == {"softmax": 1, "cross_entropy": 1}
+    assert report.calls.fallback == {"Tensor.sinh": 1}
+    assert not report.complete and "Tensor.sinh x1" in str(report)
+    assert not torch._C._is_torch_function_mode_enabled()  # nothing left open
+
+
+def test_strict_conversion_refuses_a_fallback_in_forward():
+    from trainer import ExplicitError
+
+    explicit, _ = nn.convert(LossInside(), strict=True)
+    with pytest.raises(ExplicitError, match=r"Tensor.sinh has no explicit rule"):
+        explicit(*inputs())
+    assert not torch._C._is_torch_function_mode_enabled()  # the hook closed the mode
+
+
+def test_converted_models_work_in_eval_under_no_grad_and_copied():
+    import copy
+
+    explicit, report = nn.convert(LossInside())
+    explicit.eval()
+    with torch.no_grad():
+        explicit(*inputs())
+    copied = copy.deepcopy(explicit)
+    copied(*inputs())
+    assert report.calls.explicit["softmax"] == 1  # the copy counts into a report of its own
+    native = nn.to_torch(explicit)
+    assert not native._forward_pre_hooks and not native._forward_hooks
+
+
+def test_explicit_calls_can_be_turned_off():
+    explicit, report = nn.convert(LossInside(), explicit_calls=False)
+    explicit(*inputs())
+    assert not report.calls.explicit and not explicit._forward_pre_hooks

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import threading
 from dataclasses import dataclass, field
 
 import torch
 
 from trainer import rules
+from trainer.intercept import ExplicitMode, Report
 
 from . import fused
 
@@ -33,21 +35,66 @@ _CHILDREN_HOLD_PARAMETERS_ONLY = (
 
 @dataclass
 class ConversionReport:
-    """What :func:`convert` did: module names (as in ``named_modules``) to class names."""
+    """What :func:`convert` did: module names (as in ``named_modules``) to class names; and,
+    once the model has run, what its forward passes called (``calls``, a
+    :class:`trainer.intercept.Report` that every forward adds to)."""
 
     converted: dict[str, str] = field(default_factory=dict)
     unconverted: dict[str, str] = field(default_factory=dict)
+    calls: Report = field(default_factory=Report)
 
     @property
     def complete(self) -> bool:
-        return not self.unconverted
+        """No module left as it was, and no call that fell back to a built-in backward."""
+        return not self.unconverted and self.calls.complete
 
     def __str__(self) -> str:
         lines = [f"converted {len(self.converted)} layer(s) to explicit twins"]
         if self.unconverted:
             lines.append(f"left {len(self.unconverted)} as they were (built-in autograd):")
             lines += [f"  {name or '<root>'}: {why}" for name, why in self.unconverted.items()]
+        if self.calls.explicit or self.calls.moved or self.calls.fallback:
+            lines.append("calls in the forward passes so far:")
+            lines += [f"  {line}" for line in str(self.calls).splitlines()]
         return "\n".join(lines)
+
+
+class ExplicitForward:
+    """Forward pre- and post-hooks that open :func:`trainer.explicit` around a model's
+    forward, so that torch calls made there (a loss computed inside ``forward``, ``x + y``,
+    ``torch.softmax``) run their rules too. The post-hook always runs, also when forward
+    raises, so the mode never outlives the call."""
+
+    def __init__(self, report: Report, strict: bool, model: torch.nn.Module):
+        self.report, self.strict, self.model = report, strict, model
+        self._open = threading.local()
+
+    def enter(self, module, args) -> None:
+        stack = self._open.__dict__.setdefault("modes", [])
+        mode = ExplicitMode(self.strict, self.model)
+        mode.report = self.report
+        mode.__enter__()
+        stack.append(mode)
+
+    def leave(self, module, args, output) -> None:
+        stack = self._open.__dict__.get("modes")
+        if stack:
+            stack.pop().__exit__(None, None, None)
+
+    def __getstate__(self):  # torch.save(model) pickles its hooks: not the thread-local
+        return {"report": self.report, "strict": self.strict, "model": self.model}
+
+    def __setstate__(self, state):
+        self.__init__(state["report"], state["strict"], state["model"])
+
+    def __deepcopy__(self, memo):
+        # a copied model gets hooks of its own, counting into its own report
+        return ExplicitForward(Report(), self.strict, copy.deepcopy(self.model, memo))
+
+
+def _explicit_hooks(module: torch.nn.Module) -> list[int]:
+    return [key for key, hook in module._forward_pre_hooks.items()
+            if isinstance(getattr(hook, "__self__", None), ExplicitForward)]
 
 
 def _why_not(module: torch.nn.Module) -> str | None:
@@ -57,8 +104,8 @@ def _why_not(module: torch.nn.Module) -> str | None:
     return None
 
 
-def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = False
-            ) -> tuple[torch.nn.Module, ConversionReport]:
+def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = False,
+            explicit_calls: bool = True) -> tuple[torch.nn.Module, ConversionReport]:
     """Replace every supported ``torch.nn`` layer in ``model`` by its explicit twin.
 
     The twins hold the very same values (parameters and buffers are carried over as they are),
@@ -68,6 +115,11 @@ def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = Fal
     any such module raises ``ValueError`` instead. A child that its parent only keeps parameters
     in (``MultiheadAttention.out_proj``) is never called, so it is neither converted nor listed:
     the parent's entry covers it. ``model`` is deep-copied unless ``inplace``.
+
+    With ``explicit_calls`` (the default) the model's forward also runs inside
+    :func:`trainer.explicit`, so the torch calls it makes itself reach their rules, and
+    ``report.calls`` counts them, the fallbacks too; ``strict`` then also raises
+    :class:`trainer.ExplicitError` at a call's first fallback.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
@@ -94,6 +146,10 @@ def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = Fal
             report.unconverted[name] = f"{cls.__module__}.{cls.__name__} has no explicit twin"
     if strict and report.unconverted:
         raise ValueError(f"convert(strict=True): {report}")
+    if explicit_calls and not _explicit_hooks(model):
+        hooks = ExplicitForward(report.calls, strict, model)
+        model.register_forward_pre_hook(hooks.enter)
+        model.register_forward_hook(hooks.leave, always_call=True)
     return model, report
 
 
@@ -108,6 +164,12 @@ def to_torch(model: torch.nn.Module) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"to_torch: expected a torch.nn.Module, got {type(model).__name__}")
     model = copy.deepcopy(model)
+    for key in _explicit_hooks(model):  # and its forward runs natively again
+        hooks = model._forward_pre_hooks.pop(key).__self__
+        for post_key, hook in list(model._forward_hooks.items()):
+            if getattr(hook, "__self__", None) is hooks:
+                del model._forward_hooks[post_key]
+                model._forward_hooks_always_called.pop(post_key, None)
     bases = {twin: base for base, twin in TWINS.items()}
     for module in model.modules():
         base = bases.get(type(module))
