@@ -21,10 +21,14 @@ from .softmax import log_softmax, softmax
 
 # The families beyond torch.nn.functional: torch's own ops (torch.add, torch.sum, torch.matmul),
 # each module listing its ops in __all__.
+from . import adaptive_pool as _adaptive_pool
 from . import matmul as _matmul
+from . import padding as _padding
 from . import pointwise as _pointwise
 from . import reduce as _reduce
+from .adaptive_pool import *  # noqa: F403
 from .matmul import *  # noqa: F403
+from .padding import *  # noqa: F403
 from .pointwise import *  # noqa: F403
 from .reduce import *  # noqa: F403
 
@@ -58,4 +62,6 @@ __all__ = [
     *_pointwise.__all__,
     *_reduce.__all__,
     *_matmul.__all__,
+    *_padding.__all__,
+    *_adaptive_pool.__all__,
 ]

@@ -1,0 +1,5 @@
+"""Adaptive average pooling, with its gradient written out."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

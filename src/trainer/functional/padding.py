@@ -1,0 +1,5 @@
+"""Padding (constant, reflect, replicate, circular), with its gradient written out."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
