@@ -22,6 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__ = [
+    "SHAPE_NODES",
+    "graph_node_counts",
     "assert_matches_reference",
     "assert_gradcheck",
     "assert_explicit_graph",
@@ -214,6 +216,42 @@ def assert_explicit_graph(
             raise AssertionError(_not_explicit(node))
         stack.extend(nxt for nxt, _ in node.next_functions)
     return visited
+
+
+#: Built-in autograd nodes of shape and data-movement ops, whose backward only moves gradient
+#: entries (no arithmetic): allowed beside the rules by :func:`graph_node_counts`' callers.
+SHAPE_NODES = frozenset({
+    "ViewBackward0", "UnsafeViewBackward0", "TransposeBackward0", "TBackward0",
+    "PermuteBackward0", "ExpandBackward0", "SqueezeBackward0", "SqueezeBackward1",
+    "SqueezeBackward2", "UnsqueezeBackward0", "SelectBackward0", "SliceBackward0",
+    "CloneBackward0", "ToCopyBackward0", "CatBackward0", "StackBackward0", "IndexBackward0",
+    "UnbindBackward0", "SplitBackward0", "SplitWithSizesBackward0", "ReshapeAliasBackward0",
+    "AsStridedBackward0", "AliasBackward0", "NarrowBackward0", "RepeatBackward0",
+    "MovedimBackward0", "UnfoldBackward0", "FlipBackward0", "ViewAsRealBackward0",
+})
+
+
+def graph_node_counts(output: object) -> dict[str, dict[str, int]]:
+    """The autograd nodes behind ``output``, by kind: ``{"explicit": {...}, "shape": {...},
+    "builtin": {...}}``, each mapping a node's class name to its count. explicit: a
+    ``torch.autograd.Function`` of the project's or of yours; shape: a built-in node of
+    :data:`SHAPE_NODES`; builtin: any other built-in node, a computation autograd
+    differentiates by itself. Leaves (``AccumulateGrad``) are not counted."""
+    counts: dict[str, dict[str, int]] = {"explicit": {}, "shape": {}, "builtin": {}}
+    seen, stack = set(), [t.grad_fn for t in _diff_outputs(output)]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        stack.extend(nxt for nxt, _ in node.next_functions)
+        name = type(node).__name__
+        if name == "AccumulateGrad":
+            continue
+        kind = ("explicit" if _is_explicit(node, ()) else
+                "shape" if name in SHAPE_NODES else "builtin")
+        counts[kind][name] = counts[kind].get(name, 0) + 1
+    return counts
 
 
 def saved_bytes(fn: Callable[[], object], exclude: Iterable[Tensor] = ()) -> int:
