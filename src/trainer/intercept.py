@@ -175,7 +175,7 @@ class ExplicitMode(TorchFunctionMode):
                 or torch._C._current_graph_task_id() != -1):
             return func(*args, **kwargs)  # a backward pass, or a rule's own insides
         entry = DISPATCH.get(func)
-        if entry is not None and "out" not in kwargs:  # out=: the rules make new tensors
+        if entry is not None and kwargs.get("out") is None:  # out=: the rules make new tensors
             rule, call = entry
             out = call(*args, **kwargs)
             if out is not NotImplemented:
