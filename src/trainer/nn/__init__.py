@@ -29,8 +29,25 @@ from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
 from .pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
+from .resampling import (
+    AdaptiveAvgPool1d,
+    AdaptiveAvgPool2d,
+    CircularPad1d,
+    CircularPad2d,
+    ConstantPad1d,
+    ConstantPad2d,
+    ReflectionPad1d,
+    ReflectionPad2d,
+    ReplicationPad1d,
+    ReplicationPad2d,
+    ZeroPad1d,
+    ZeroPad2d,
+)
 
 __all__ = [
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "CircularPad1d", "CircularPad2d",
+    "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d",
+    "ReplicationPad1d", "ReplicationPad2d", "ZeroPad1d", "ZeroPad2d",
     "AvgPool1d", "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "ConversionReport", "Conv1d",
     "Conv2d", "CrossEntropyLoss", "Dropout", "Embedding", "Flatten", "GELU", "Identity",
     "LayerNorm", "LeakyReLU", "Linear", "LinearCrossEntropy", "LogSoftmax", "MSELoss",
