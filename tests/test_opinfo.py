@@ -10,6 +10,9 @@ thinned to an even spread of at most ``MAX_SAMPLES``.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch.utils._pytree import tree_flatten
@@ -22,13 +25,38 @@ common_methods_invocations = pytest.importorskip(
     reason="OpInfo needs expecttest (pip install -e '.[dev]')")
 
 MAX_SAMPLES = 40
+def _norm_order(sample) -> object:
+    return sample.kwargs.get("p", sample.args[0] if sample.args else 2)
+
+
+def _einsum_diagonal(sample) -> bool:
+    matmul = importlib.import_module("trainer.functional.matmul")
+    return matmul.diagonal_subscripts(sample.input if isinstance(sample.input, str)
+                                      else sample.args[0])
+
+
+#: OpInfo variants and samples that no rule takes, by design: each runs natively under
+#: trainer.explicit() (a counted fallback), and the reason is the rule's docstring's.
+DECLINED: dict[str, tuple[Callable[[object], bool], str]] = {
+    "max.reduction_no_dim": (lambda sample: True, "the full max: no rule yet"),
+    "min.reduction_no_dim": (lambda sample: True, "the full min: no rule yet"),
+    "norm.nuc": (lambda sample: True, "the nuclear norm, an SVD: no rule"),
+    "norm.inf": (lambda sample: True, "the max-norm: only the 2-norm has a rule"),
+    "norm": (lambda sample: _norm_order(sample) not in (2, 2.0, "fro", None),
+             "only the 2-norm has a rule"),
+    "einsum": (_einsum_diagonal, "a subscript repeated within one operand (a diagonal)"),
+    "div.trunc_rounding": (lambda sample: True, "rounding division: no rule"),
+    "div.floor_rounding": (lambda sample: True, "rounding division: no rule"),
+}
+
+
 def opinfo_cases():
     names = {rule.name for rule in rules.RULES if rule.stands_for}  # standing in for torch's
     for info in common_methods_invocations.op_db:
         name = info.name.removeprefix("nn.functional.")
         if name in names and torch.float64 in info.supported_dtypes("cpu"):
             label = info.name + (f".{info.variant_test_name}" if info.variant_test_name else "")
-            yield pytest.param(info, name, id=label)
+            yield pytest.param(info, name, label, id=label)
 
 
 def samples(info):
@@ -69,11 +97,14 @@ def run(info, sample):
     return outs, torch.autograd.grad(total, wanted, allow_unused=True)
 
 
-@pytest.mark.parametrize("info, name", list(opinfo_cases()))
-def test_opinfo_samples_run_their_rule_and_match_native(info, name):
+@pytest.mark.parametrize("info, name, label", list(opinfo_cases()))
+def test_opinfo_samples_run_their_rule_and_match_native(info, name, label):
+    declined, why = DECLINED.get(label, (lambda sample: False, ""))
     checked = 0
     for sample in samples(info):
         if draws_random_numbers(name, sample):  # torch's draws cannot be matched
+            continue
+        if declined(sample):
             continue
         native_outs, native_grads = run(info, sample)
         with trainer.explicit() as report:
@@ -94,4 +125,6 @@ def test_opinfo_samples_run_their_rule_and_match_native(info, name):
         builtin = testing.graph_node_counts(outs)["builtin"]
         assert not builtin, f"{where}: built-in nodes {builtin}"
         checked += 1
-    assert checked, f"{info.name}: no sample was checked"
+    if not checked and why:
+        pytest.skip(f"{label}: {why}")
+    assert checked, f"{label}: no sample was checked"
