@@ -44,7 +44,7 @@ SHAPE_OPS = frozenset({
     "concat", "concatenate", "stack", "movedim", "moveaxis", "swapaxes", "swapdims", "repeat",
     "tile", "flip", "roll", "to", "type", "float", "double", "half", "bfloat16", "clone",
     "as_strided", "index_select", "gather", "take_along_dim", "masked_select", "tril", "triu",
-    "diagonal", "pad",
+    "diagonal", "copy_",
 })
 
 
@@ -106,12 +106,18 @@ def name_of(func: Callable) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
-def _builtin_nodes(out, args) -> bool:
-    """Whether ``out`` holds a fresh tensor whose grad_fn is one of autograd's built-in nodes
-    (not a Function of ours or a user's): the mark of a built-in backward."""
-    inputs = {id(a) for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)}
+def _grad_fns(args) -> dict[int, object]:
+    """Each tensor argument's grad_fn, by the tensor's id, before a call."""
+    return {id(a): a.grad_fn for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)}
+
+
+def _builtin_nodes(out, before: dict[int, object]) -> bool:
+    """Whether ``out`` holds a tensor with a new grad_fn (a fresh tensor, or an input changed
+    in place) that is one of autograd's built-in nodes, not a Function of ours or a user's:
+    the mark of a built-in backward."""
     for t in tree_flatten(out)[0]:
-        if (isinstance(t, torch.Tensor) and t.grad_fn is not None and id(t) not in inputs
+        if (isinstance(t, torch.Tensor) and t.grad_fn is not None
+                and before.get(id(t), None) is not t.grad_fn
                 and getattr(type(t.grad_fn), "_forward_cls", None) is None):
             return True
     return False
@@ -177,12 +183,13 @@ class ExplicitMode(TorchFunctionMode):
         entry = DISPATCH.get(func)
         if entry is not None and kwargs.get("out") is None:  # out=: the rules make new tensors
             rule, call = entry
-            out = call(*args, **kwargs)
+            out = call(*args, **{k: v for k, v in kwargs.items() if k != "out"})
             if out is not NotImplemented:
                 self.report.explicit[rule.name] += 1
                 return out
+        before = _grad_fns((args, kwargs))
         out = func(*args, **kwargs)
-        if torch.is_grad_enabled() and _builtin_nodes(out, (args, kwargs)):
+        if torch.is_grad_enabled() and _builtin_nodes(out, before):
             name = name_of(func)
             if getattr(func, "__name__", "") in SHAPE_OPS:
                 self.report.moved[name] += 1

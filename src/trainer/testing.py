@@ -228,6 +228,7 @@ SHAPE_NODES = frozenset({
     "UnbindBackward0", "SplitBackward0", "SplitWithSizesBackward0", "ReshapeAliasBackward0",
     "AsStridedBackward0", "AliasBackward0", "NarrowBackward0", "RepeatBackward0",
     "MovedimBackward0", "UnfoldBackward0", "FlipBackward0", "ViewAsRealBackward0",
+    "CopyBackwards",  # x.copy_(y): y's gradient passes through, x's old value gets none
 })
 
 
