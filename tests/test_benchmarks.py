@@ -148,3 +148,13 @@ def test_compiled_backward_checks_and_times_both_formulas(capsys):
     assert [(op.strip(), name.strip()) for op, name in rows] == [
         ("gelu", "inductor-compiled backward"), ("gelu", "library"),
         ("layer_norm", "inductor-compiled backward"), ("layer_norm", "library")]
+
+
+def test_explicit_mode_prints_the_call_and_model_step_ratios(capsys):
+    pytest.importorskip("transformers")
+    from benchmarks import explicit_mode
+
+    out = run(capsys, explicit_mode, [*QUICK, "--only", "gelu", "resnet"])
+    rows = [line for line in out.splitlines() if line.startswith("| 100 x gelu")
+            or line.startswith("| resnet")]
+    assert len(rows) == 2 and all("[" in row for row in rows)

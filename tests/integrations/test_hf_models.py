@@ -1,0 +1,112 @@
+"""Hugging Face transformers models, converted with one call: loss and every parameter's
+gradient equal native autograd's, and every compute node of the backward graph is a
+hand-written rule (shape ops counted apart).
+
+Small configs, random init, nothing downloaded (HF_HUB_OFFLINE=1); dropout off so that the
+native and explicit runs draw nothing. ``transformers`` is a test dependency (the dev extra).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+transformers = pytest.importorskip("transformers", reason="pip install -e '.[dev]'")
+
+import trainer.functional as F  # noqa: E402
+import trainer.nn as nn  # noqa: E402
+from trainer import testing  # noqa: E402
+
+
+def gpt2():
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=64,
+                                     n_positions=32, resid_pdrop=0.0, embd_pdrop=0.0,
+                                     attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    ids = torch.randint(0, 64, (2, 8))
+    return transformers.GPT2LMHeadModel(config), {"input_ids": ids, "labels": ids}
+
+
+def llama():
+    config = transformers.LlamaConfig(num_hidden_layers=2, num_attention_heads=2,
+                                      num_key_value_heads=1, hidden_size=32,
+                                      intermediate_size=64, vocab_size=64,
+                                      max_position_embeddings=32, bos_token_id=0,
+                                      eos_token_id=0, pad_token_id=0)
+    ids = torch.randint(0, 64, (2, 8))
+    return transformers.LlamaForCausalLM(config), {"input_ids": ids, "labels": ids}
+
+
+def bert():
+    config = transformers.BertConfig(num_hidden_layers=2, num_attention_heads=2,
+                                     hidden_size=32, intermediate_size=64, vocab_size=64,
+                                     max_position_embeddings=32, num_labels=3,
+                                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ids = torch.randint(0, 64, (2, 8))
+    return (transformers.BertForSequenceClassification(config),
+            {"input_ids": ids, "labels": torch.tensor([0, 2])})
+
+
+def resnet():
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                       num_labels=3)
+    return (transformers.ResNetForImageClassification(config),
+            {"pixel_values": torch.randn(2, 3, 32, 32), "labels": torch.tensor([0, 2])})
+
+
+MODELS = {"gpt2": gpt2, "llama": llama, "bert": bert, "resnet": resnet}
+
+
+def prepared(name: str, dtype: torch.dtype):
+    torch.manual_seed(0)
+    model, inputs = MODELS[name]()
+    model = model.to(dtype).train()
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    return model, inputs
+
+
+def loss_and_grads(model, inputs, cross_entropy=None):
+    """The model's own loss, or (``cross_entropy`` given) that function of its logits: the
+    language models' own loss casts the logits to float32 (``logits.float()``), which would
+    cap a float64 comparison at float32's precision."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cross_entropy is None:
+        loss = model(**inputs).loss
+    else:
+        labels = inputs["labels"]
+        logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+        if logits.dim() == 3:  # next-token prediction: position t predicts token t + 1
+            logits, labels = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
+        loss = cross_entropy(logits, labels)
+    return loss, torch.autograd.grad(loss, params, allow_unused=True)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_converted_model_gives_native_loss_and_gradients(name, dtype, tolerance):
+    model, inputs = prepared(name, dtype)
+    explicit, report = nn.convert(model)
+    own_loss = dtype == torch.float32  # float64: a float64 loss of the logits (see above)
+    native_loss, native_grads = loss_and_grads(
+        model, inputs, None if own_loss else torch.nn.functional.cross_entropy)
+    loss, grads = loss_and_grads(explicit, inputs, None if own_loss else F.cross_entropy)
+    torch.testing.assert_close(loss, native_loss, rtol=tolerance, atol=tolerance)
+    largest = max(g.abs().max() for g in native_grads if g is not None)
+    for ours, theirs in zip(grads, native_grads, strict=True):
+        if theirs is None:
+            assert ours is None or not ours.any()
+            continue
+        assert (ours - theirs).abs().max() / largest < tolerance
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_compute_node_is_a_hand_written_rule(name):
+    model, inputs = prepared(name, torch.float64)
+    explicit, report = nn.convert(model)
+    loss = explicit(**inputs).loss
+    nodes = testing.graph_node_counts(loss)
+    assert not nodes["builtin"], f"{name}: built-in backward nodes {nodes['builtin']}"
+    assert nodes["explicit"], name
+    assert report.calls.complete, f"{name}: {report.calls}"
