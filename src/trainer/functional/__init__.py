@@ -21,13 +21,17 @@ from .softmax import log_softmax, softmax
 
 # The families beyond torch.nn.functional: torch's own ops (torch.add, torch.sum, torch.matmul),
 # each module listing its ops in __all__.
+from . import activation_more as _activation_more
 from . import adaptive_pool as _adaptive_pool
 from . import matmul as _matmul
+from . import norm_more as _norm_more
 from . import padding as _padding
 from . import pointwise as _pointwise
 from . import reduce as _reduce
+from .activation_more import *  # noqa: F403
 from .adaptive_pool import *  # noqa: F403
 from .matmul import *  # noqa: F403
+from .norm_more import *  # noqa: F403
 from .padding import *  # noqa: F403
 from .pointwise import *  # noqa: F403
 from .reduce import *  # noqa: F403
@@ -64,4 +68,6 @@ __all__ = [
     *_matmul.__all__,
     *_padding.__all__,
     *_adaptive_pool.__all__,
+    *_activation_more.__all__,
+    *_norm_more.__all__,
 ]
