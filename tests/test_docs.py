@@ -81,7 +81,8 @@ def test_family_page_shows_each_derivation_line_for_line(site, family):
         # Each indented line of the plain-text derivation is a whole line of the page, its
         # spacing intact (a block folded into a paragraph would have lost both).
         for line in (line for line in docstring.splitlines() if line.startswith("    ")):
-            assert f"\n{html.escape(line, quote=False)}\n" in family_page, (
+            shown = html.escape(line, quote=False)  # a block's first line follows <code>
+            assert f"\n{shown}\n" in family_page or f"<code>{shown}\n" in family_page, (
                 f"{rule.function.__qualname__}: {line.strip()!r} lost its line or spacing")
 
 
