@@ -59,9 +59,17 @@ def test_reports_what_it_could_not_convert():
     assert "GRU has no explicit twin" in report.unconverted["1"]
     assert "padding_mode='circular'" in report.unconverted["2"]
     assert report.converted == {"0.inner": "Linear"}
-    assert "left 3 as they were" in str(report)
-    with pytest.raises(ValueError, match="GRU"):
-        nn.convert(model, strict=True)
+    assert "3 without a twin, their torch calls run through the rules" in str(report)
+    _, plain = nn.convert(model, explicit_calls=False)
+    assert "3 without a twin, left as they were (built-in autograd)" in str(plain)
+    assert not plain.complete and report.complete  # nothing has run through report yet
+    with pytest.raises(ValueError, match="GRU"):  # a module swap only: refused up front
+        nn.convert(model, strict=True, explicit_calls=False)
+    from trainer import ExplicitError
+
+    strict, _ = nn.convert(model, strict=True)  # calls checked as they run
+    with pytest.raises(ExplicitError):
+        strict(torch.randn(2, 3))
 
 
 def test_converting_twice_is_a_no_op():
@@ -115,7 +123,7 @@ def test_attention_is_reported_once_not_with_its_parameter_holding_out_proj():
     assert report.converted == {"0": "Linear"}
     assert list(report.unconverted) == ["1"]  # not "1.out_proj": forward only reads its weights
     assert "MultiheadAttention has no explicit twin" in report.unconverted["1"]
-    assert "left 1 as they were" in str(report) and "out_proj" not in str(report)
+    assert "1 without a twin" in str(report) and "out_proj" not in str(report)
     assert type(explicit[1].out_proj) is type(model[1].out_proj)  # left as it was, too
     h = model[0](torch.randn(5, 2, 4))
     torch.testing.assert_close(explicit[1](h, h, h)[0], model[1](h, h, h)[0])

@@ -42,16 +42,21 @@ class ConversionReport:
     converted: dict[str, str] = field(default_factory=dict)
     unconverted: dict[str, str] = field(default_factory=dict)
     calls: Report = field(default_factory=Report)
+    explicit_calls: bool = True  # the forward runs inside trainer.explicit()
 
     @property
     def complete(self) -> bool:
-        """No module left as it was, and no call that fell back to a built-in backward."""
-        return not self.unconverted and self.calls.complete
+        """Every gradient hand-written: with ``explicit_calls``, no call of the forward passes
+        so far fell back to a built-in backward (a module without a twin is fine: its torch
+        calls run the rules); without, no module was left as it was."""
+        return self.calls.complete if self.explicit_calls else not self.unconverted
 
     def __str__(self) -> str:
         lines = [f"converted {len(self.converted)} layer(s) to explicit twins"]
         if self.unconverted:
-            lines.append(f"left {len(self.unconverted)} as they were (built-in autograd):")
+            lines.append(f"{len(self.unconverted)} without a twin, " + (
+                "their torch calls run through the rules:" if self.explicit_calls else
+                "left as they were (built-in autograd):"))
             lines += [f"  {name or '<root>'}: {why}" for name, why in self.unconverted.items()]
         if self.calls.explicit or self.calls.moved or self.calls.fallback:
             lines.append("calls in the forward passes so far:")
@@ -124,7 +129,7 @@ def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = Fal
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"convert: expected a torch.nn.Module, got {type(model).__name__}")
     model = model if inplace else copy.deepcopy(model)
-    report = ConversionReport()
+    report = ConversionReport(explicit_calls=explicit_calls)
     explicit = set(TWINS.values()) | {fused.LinearCrossEntropy}
     parameter_holders: list[str] = []  # name prefixes of children that only hold parameters
     for name, module in model.named_modules():
@@ -144,7 +149,7 @@ def convert(model: torch.nn.Module, *, inplace: bool = False, strict: bool = Fal
             report.unconverted[name] = reason
         elif not isinstance(module, _NOTHING_TO_CONVERT) and _computes_itself(module):
             report.unconverted[name] = f"{cls.__module__}.{cls.__name__} has no explicit twin"
-    if strict and report.unconverted:
+    if strict and report.unconverted and not explicit_calls:
         raise ValueError(f"convert(strict=True): {report}")
     if explicit_calls and not _explicit_hooks(model):
         hooks = ExplicitForward(report.calls, strict, model)
