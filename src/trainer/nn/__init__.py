@@ -28,6 +28,7 @@ from .fused import LinearCrossEntropy
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
+from .norm_more import GroupNorm, InstanceNorm1d, InstanceNorm2d, RMSNorm
 from .pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .resampling import (
     AdaptiveAvgPool1d,
@@ -45,6 +46,7 @@ from .resampling import (
 )
 
 __all__ = [
+    "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "CircularPad1d", "CircularPad2d",
     "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d",
     "ReplicationPad1d", "ReplicationPad2d", "ZeroPad1d", "ZeroPad2d",

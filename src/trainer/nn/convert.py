@@ -106,6 +106,9 @@ def _why_not(module: torch.nn.Module) -> str | None:
     """Why a module of a supported class still can't be converted, if it can't."""
     if isinstance(module, torch.nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
         return f"{type(module).__name__} with padding_mode={module.padding_mode!r}"
+    if (isinstance(module, torch.nn.modules.instancenorm._InstanceNorm)
+            and module.track_running_stats):
+        return f"{type(module).__name__} with track_running_stats=True"
     return None
 
 
