@@ -1,5 +1,515 @@
-"""The activations of mobile nets and transformers beyond activation.py's (hardtanh, relu6, hardswish, hardsigmoid, elu, softplus, mish, glu, logsigmoid), each with its derivative written out."""
+"""The activations of mobile nets and transformers beyond activation.py's (hardtanh, relu6,
+hardswish, hardsigmoid, elu, selu, celu, softplus, mish, glu, logsigmoid), each with its
+derivative written out.
+
+Forward is torch's own kernel, so values are torch's bit for bit. Each ``backward`` reads as
+the formula in its docstring, out of place and from differentiable torch ops, so it serves
+double backward too; half and bfloat16 are computed in float32 there, as torch's kernels do.
+At the kinks each derivative takes torch's convention (its decompositions', which its CUDA
+kernels and CPU scalar loops share; CPU's vectorised loops differ from them only for a NaN x).
+
+The hard activations keep a bit-packed code of their piecewise derivative, not the input
+(:func:`~trainer.functional._fast.activation.pack_bits`, ⌈n/8⌉ bytes), and ELU keeps its
+output, from which the derivative follows; see each Function on what it saves and why.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import torch
+from torch import Tensor
+
+from ._fast import activation as fast
+from ._util import (
+    LOW_PRECISION,
+    Function,
+    ShapeError,
+    check_float,
+    fail,
+    records_graph,
+    shape_str,
+    to_dtype,
+)
+
+__all__ = [
+    "celu",
+    "elu",
+    "glu",
+    "hardsigmoid",
+    "hardswish",
+    "hardtanh",
+    "logsigmoid",
+    "mish",
+    "relu6",
+    "selu",
+    "softplus",
+]
+
+# torch's SELU constants (aten's SELU_ALPHA and SELU_SCALE, the same doubles)
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+_ONE_SIXTH = 1.0 / 6.0
+
+
+def _opmath(t: Tensor) -> Tensor:
+    """``t`` in the dtype torch's kernels compute in: float32 for half and bfloat16."""
+    return t.float() if t.dtype in LOW_PRECISION else t
+
+
+def _recording(input: Tensor) -> bool:
+    return torch.is_grad_enabled() and input.requires_grad
+
+
+class _DimError(ShapeError, IndexError):
+    """A dim out of range: torch raises IndexError there, so this is one too."""
+
+
+class Hardtanh(Function):
+    r"""y = min(max(x, lo), hi)        (lo = min_val, hi = max_val; relu6 is lo = 0, hi = 6)
+
+    Backward, with g = ∂L/∂y and m = ¬(x ≤ lo ∨ x ≥ hi):
+        ∂L/∂x = g · m          (0 at x = lo and x = hi, as torch; a NaN x passes g)
+
+    Saves: m bit-packed, 1 bit per element (⌈n/8⌉ bytes, 1/32 of the float32 x torch keeps),
+    because the derivative is a 0/1 step. Half and bfloat16 x are compared in float32, as
+    torch's kernel does (a bound such as 0.7 is not a bfloat16). ``g · m`` stays
+    differentiable in g, so double backward gives ∂/∂g and a zero second derivative in x.
+
+    ``inplace=True`` clamps x in place (``mark_dirty``), as ``hardtanh_``: m is then read off
+    y, as torch reads it (y ≤ lo ⇔ x ≤ lo and y ≥ hi ⇔ x ≥ hi, NaN stays NaN), so nothing the
+    backward needs is overwritten.
+    """
+
+    @staticmethod
+    def vmap(info, in_dims, input, min_val, max_val, inplace):
+        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
+        # rule would not keep an in-place input's identity, which mark_dirty needs.)
+        return Hardtanh.apply(input, min_val, max_val, inplace), in_dims[0]
+
+    @staticmethod
+    def forward(input: Tensor, min_val: float, max_val: float, inplace: bool) -> Tensor:
+        if inplace:
+            torch._C._nn.hardtanh_(input, min_val, max_val)
+            return input  # the input object itself, as mark_dirty (and dynamo) require
+        return torch._C._nn.hardtanh(input, min_val, max_val)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, min_val, max_val, inplace = inputs
+        if inplace:
+            ctx.mark_dirty(input)
+        packed = None
+        if ctx.needs_input_grad[0]:
+            s = _opmath(output if inplace else input)
+            blocked = torch.le(s, min_val).logical_or_(torch.ge(s, max_val))
+            packed = fast.pack_bits(blocked.logical_not_())
+            ctx.shape = output.shape
+        ctx.save_for_backward(packed)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (packed,) = ctx.saved_tensors
+        m = fast.unpack_bits(packed, ctx.shape)  # ¬(x ≤ lo ∨ x ≥ hi) as uint8 0/1
+        if not records_graph():
+            return fast.relu_backward(g, m), None, None, None  # g · m, in m's buffer
+        return g * m, None, None, None  # ∂L/∂x = g · m, differentiable in g
+
+
+class Hardswish(Function):
+    r"""y = x · min(max(x + 3, 0), 6) / 6
+
+    Backward, with g = ∂L/∂y:
+        ∂L/∂x = 0                    where x ≤ −3
+                g · (x/3 + 1/2)      where −3 < x < 3      (= g · (2x + 3)/6)
+                g                    where x ≥ 3, and for a NaN x
+    (torch's convention: the open middle region, so 0 at x = −3 and g at x = 3.) Its own
+    derivative in x is g/3 on the open middle region and 0 elsewhere, torch's too.
+
+    Saves: x. The derivative is 0 or 1 outside [−3, 3], but inside it is affine in x and needs
+    x to full precision, and y cannot give it back: y = x(x + 3)/6 has its minimum at
+    x = −3/2, where x = −3/2 ± √(9/4 + 6y) cancels catastrophically. A 2-bit region code plus
+    x of the middle region alone would save bytes only when over 1/16 of the entries lie
+    outside [−3, 3] (rare for normalised activations), and its data-dependent size breaks
+    vmap and torch.compile(fullgraph=True). So x it is, as torch keeps.
+
+    ``inplace=True`` overwrites x only when autograd is not recording through it; when it is,
+    the result is computed out of place and x is left untouched (torch would keep a full copy
+    of x to do the same), since the backward needs the original x.
+    """
+
+    @staticmethod
+    def vmap(info, in_dims, input, inplace):
+        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
+        # rule would not keep an in-place input's identity, which mark_dirty needs.)
+        return Hardswish.apply(input, inplace), in_dims[0]
+
+    @staticmethod
+    def forward(input: Tensor, inplace: bool) -> Tensor:
+        if inplace:
+            torch._C._nn.hardswish_(input)
+            return input  # the input object itself, as mark_dirty (and dynamo) require
+        return torch._C._nn.hardswish(input)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, inplace = inputs
+        if inplace:
+            ctx.mark_dirty(input)
+        ctx.save_for_backward(input if ctx.needs_input_grad[0] else None)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        dtype = g.dtype
+        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        slope = torch.where(x <= -3, 0.0, torch.where(x < 3, x / 3 + 0.5, 1.0))
+        return (g * slope).to(dtype), None
+
+
+class Hardsigmoid(Function):
+    r"""y = min(max(x + 3, 0), 6) / 6
+
+    Backward, with g = ∂L/∂y and m = [−3 < x < 3]:
+        ∂L/∂x = g · m / 6          (0 at x = ±3 and for a NaN x, as torch)
+
+    Saves: m bit-packed, 1 bit per element (⌈n/8⌉ bytes, 1/32 of the float32 x torch keeps):
+    the derivative takes only the values 0 and 1/6.
+
+    ``inplace=True`` computes y in place (``mark_dirty``); m is then read off y as
+    [0 < y < 1]. That is m exactly, except at the one float32 (or float64) x = 3 − ulp(3),
+    whose x + 3 rounds to 6, so that y = 1 already: there torch's 1/6 (for a flat y) becomes
+    0. torch itself keeps a full copy of x for its in-place form.
+    """
+
+    @staticmethod
+    def vmap(info, in_dims, input, inplace):
+        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
+        # rule would not keep an in-place input's identity, which mark_dirty needs.)
+        return Hardsigmoid.apply(input, inplace), in_dims[0]
+
+    @staticmethod
+    def forward(input: Tensor, inplace: bool) -> Tensor:
+        if inplace:
+            torch._C._nn.hardsigmoid_(input)
+            return input  # the input object itself, as mark_dirty (and dynamo) require
+        return torch._C._nn.hardsigmoid(input)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, inplace = inputs
+        if inplace:
+            ctx.mark_dirty(input)
+        packed = None
+        if ctx.needs_input_grad[0]:
+            if inplace:  # [0 < y < 1]
+                inside = torch.gt(output, 0).logical_and_(torch.lt(output, 1))
+            else:  # [−3 < x < 3]
+                inside = torch.gt(input, -3).logical_and_(torch.lt(input, 3))
+            packed = fast.pack_bits(inside)
+            ctx.shape = output.shape
+        ctx.save_for_backward(packed)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (packed,) = ctx.saved_tensors
+        m = fast.unpack_bits(packed, ctx.shape)  # [−3 < x < 3] as uint8 0/1
+        return g * m * _ONE_SIXTH, None  # ∂L/∂x = g · m / 6
+
+
+class ELU(Function):
+    r"""y = s·x                   where x > 0
+        s·α·(e^(i·x) − 1)     where x ≤ 0
+    (α = alpha, s = scale, i = input_scale: elu is s = i = 1; selu is α = 1.6733, s = 1.0507,
+    i = 1; celu is s = 1, i = 1/α, torch's own parametrisations of its one elu kernel)
+
+    Backward, with g = ∂L/∂y; for x ≤ 0, y + s·α = s·α·e^(i·x), so
+        ∂L/∂x = g · i·(y + s·α)     where x ≤ 0    (at x = 0: g·i·s·α, as torch)
+                g · s               where x > 0, and for a NaN x
+    Its derivative in x goes through y (a saved output), so double backward is exact too.
+
+    Saves: y, the output, not x: y gives the derivative without an exponential, and a
+    network often keeps y anyway (the next layer's input), where x is kept for this op alone.
+    Which branch applies is read off y as [y ≤ 0] whenever sign(y) = sign(x) there, that is
+    α·i ≥ 0 (every elu with α ≥ 0, every selu and celu); an elu with α < 0 (y > 0 on both
+    branches) also saves the branch [¬(x ≤ 0)] bit-packed, ⌈n/8⌉ bytes. (torch keeps x.)
+
+    ``inplace=True`` computes y in place (``mark_dirty``), exactly, as y is all the backward
+    needs. With α < 0 torch refuses that backward (its in-place form cannot know the sign of
+    x), and so does this one, for elu and celu alike.
+    """
+
+    @staticmethod
+    def vmap(info, in_dims, input, alpha, scale, input_scale, inplace):
+        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
+        # rule would not keep an in-place input's identity, which mark_dirty needs.)
+        return ELU.apply(input, alpha, scale, input_scale, inplace), in_dims[0]
+
+    @staticmethod
+    def forward(input: Tensor, alpha: float, scale: float, input_scale: float,
+                inplace: bool) -> Tensor:
+        if inplace:
+            torch._C._nn.elu_(input, alpha, scale, input_scale)
+            return input  # the input object itself, as mark_dirty (and dynamo) require
+        return torch._C._nn.elu(input, alpha, scale, input_scale)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, alpha, scale, input_scale, inplace = inputs
+        if inplace:
+            ctx.mark_dirty(input)
+        ctx.alpha, ctx.scale, ctx.input_scale = alpha, scale, input_scale
+        ctx.slope_lost = inplace and alpha < 0
+        y = packed = None
+        if ctx.needs_input_grad[0] and not ctx.slope_lost:
+            y = output
+            if alpha * input_scale < 0:  # y > 0 on both branches: keep which one
+                packed = fast.pack_bits(torch.le(input, 0).logical_not_())  # ¬(x ≤ 0)
+                ctx.shape = output.shape
+        ctx.save_for_backward(y, packed)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        if ctx.slope_lost:
+            raise RuntimeError(
+                "elu: in-place backward with a negative alpha is not supported (the sign of x "
+                "is lost); call it with inplace=False, as torch also requires"
+            )
+        y, packed = ctx.saved_tensors
+        dtype = g.dtype
+        y, g = _opmath(to_dtype(y, dtype)), _opmath(g)
+        alpha, scale, input_scale = ctx.alpha, ctx.scale, ctx.input_scale
+        negative_branch = input_scale * (y + scale * alpha)  # i·s·α·e^(i·x)
+        if packed is None:
+            slope = torch.where(y <= 0, negative_branch, scale)
+        else:
+            positive = fast.unpack_bits(packed, ctx.shape).bool()  # ¬(x ≤ 0)
+            slope = torch.where(positive, scale, negative_branch)
+        return (g * slope).to(dtype), None, None, None, None
+
+
+class Softplus(Function):
+    r"""y = log(1 + e^(β·x)) / β,   or y = x where β·x > threshold (torch's linear switch)
+
+    Backward, with g = ∂L/∂y:
+        ∂L/∂x = g · σ(β·x)     where β·x ≤ threshold (NaN included)
+                g              where β·x > threshold
+    The switch is torch's: its derivative is 1 exactly where its forward is x. The derivative
+    in x is g·β·σ(βx)(1 − σ(βx)) below the switch and 0 above, as torch's double backward.
+
+    Saves: x, as torch does. y would give σ(β·x) = −expm1(−β·y) below the switch, but not
+    which side of the switch x lies on (near it, y > threshold/β on both sides), so it would
+    take a bit more per element than x.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, beta: float, threshold: float) -> Tensor:
+        return torch._C._nn.softplus(input, beta, threshold)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, beta, threshold = inputs
+        ctx.beta, ctx.threshold = beta, threshold
+        ctx.save_for_backward(input if ctx.needs_input_grad[0] else None)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        dtype = g.dtype
+        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        bx = x * ctx.beta
+        slope = torch.where(bx > ctx.threshold, 1.0, torch.sigmoid(bx))
+        return (g * slope).to(dtype), None, None
+
+
+class Mish(Function):
+    r"""y = x · tanh(softplus(x)),   softplus(x) = log(1 + eˣ)
+
+    Backward, with g = ∂L/∂y, t = tanh(softplus(x)) and s = σ(x) (softplus′ = σ):
+        ∂L/∂x = g · (t + x·s·(1 − t²))
+    Built from differentiable ops of x, so double backward is exact too.
+
+    Saves: x, because t and s are functions of x that y does not determine (mish is not
+    invertible for x < 0).
+
+    ``inplace=True`` overwrites x only when autograd is not recording through it; when it is,
+    the result is computed out of place and x is left untouched (torch would keep a full copy
+    of x to do the same), since the backward needs the original x.
+    """
+
+    @staticmethod
+    def vmap(info, in_dims, input, inplace):
+        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
+        # rule would not keep an in-place input's identity, which mark_dirty needs.)
+        return Mish.apply(input, inplace), in_dims[0]
+
+    @staticmethod
+    def forward(input: Tensor, inplace: bool) -> Tensor:
+        if inplace:
+            torch._C._nn.mish_(input)
+            return input  # the input object itself, as mark_dirty (and dynamo) require
+        return torch._C._nn.mish(input)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, inplace = inputs
+        if inplace:
+            ctx.mark_dirty(input)
+        ctx.save_for_backward(input if ctx.needs_input_grad[0] else None)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        dtype = g.dtype
+        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        t = torch.tanh(torch.nn.functional.softplus(x))
+        s = torch.sigmoid(x)
+        return (g * (t + x * s * (1 - t * t))).to(dtype), None
+
+
+class GLU(Function):
+    r"""y = a ⊙ σ(b),   (a, b) = x split in two halves along dim
+
+    Backward, with g = ∂L/∂y and s = σ(b):
+        ∂L/∂a = g · s
+        ∂L/∂b = g · a · s(1 − s)
+        ∂L/∂x = cat(∂L/∂a, ∂L/∂b) along dim
+    Built from differentiable ops of x, so double backward is exact too.
+
+    Saves: x (a and b), as torch does: ∂a needs σ(b), ∂b needs a and σ(b), and y = a·σ(b)
+    gives back neither where a = 0.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor, dim: int) -> Tensor:
+        return torch._C._nn.glu(input, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, dim = inputs
+        ctx.dim = dim
+        ctx.save_for_backward(input if ctx.needs_input_grad[0] else None)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        dtype = g.dtype
+        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        a, b = x.chunk(2, ctx.dim)
+        s = torch.sigmoid(b)
+        grad_a = g * s
+        grad_b = grad_a * a * (1 - s)
+        return torch.cat([grad_a, grad_b], ctx.dim).to(dtype), None
+
+
+class LogSigmoid(Function):
+    r"""y = log σ(x) = −softplus(−x)
+
+    Backward, with g = ∂L/∂y:
+        ∂L/∂x = g · σ(−x)          (= g · (1 − σ(x)), exact for large x)
+
+    Saves: x only; torch keeps x and, on CPU, a buffer of e^(−|x|) as large again. (y would
+    do at the same bytes, σ(−x) = −expm1(y), but through an exponential; x takes one σ.)
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(input: Tensor) -> Tensor:
+        return torch._C._nn.log_sigmoid(input)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0] if ctx.needs_input_grad[0] else None)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        (x,) = ctx.saved_tensors
+        dtype = g.dtype
+        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        return (g * torch.sigmoid(-x)).to(dtype)
+
+
+# -- the functionals ----------------------------------------------------------------------------
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,
+             inplace: bool = False) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.hardtanh`."""
+    if min_val > max_val:  # a ValueError, as torch's
+        raise fail("hardtanh", "min_val <= max_val", f"min_val={min_val}, max_val={max_val}")
+    return Hardtanh.apply(input, min_val, max_val, inplace)
+
+
+def relu6(input: Tensor, inplace: bool = False) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.relu6`: hardtanh between 0 and 6."""
+    return Hardtanh.apply(input, 0.0, 6.0, inplace)
+
+
+def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.hardswish` (see :class:`Hardswish` on
+    ``inplace``)."""
+    check_float("hardswish", "input", input)
+    return Hardswish.apply(input, inplace and not _recording(input))
+
+
+def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.hardsigmoid`."""
+    check_float("hardsigmoid", "input", input)
+    return Hardsigmoid.apply(input, inplace)
+
+
+def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.elu`."""
+    check_float("elu", "input", input)
+    return ELU.apply(input, float(alpha), 1.0, 1.0, inplace)
+
+
+def selu(input: Tensor, inplace: bool = False) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.selu`: elu with torch's SELU constants."""
+    check_float("selu", "input", input)
+    return ELU.apply(input, SELU_ALPHA, SELU_SCALE, 1.0, inplace)
+
+
+def celu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.celu`: elu with input_scale 1/α."""
+    if alpha == 0:  # a RuntimeError, as torch's
+        raise fail("celu", "alpha != 0 (it divides x)", f"alpha={alpha}")
+    check_float("celu", "input", input)
+    return ELU.apply(input, float(alpha), 1.0, 1.0 / alpha, inplace)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.softplus`."""
+    check_float("softplus", "input", input)
+    return Softplus.apply(input, float(beta), float(threshold))
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.mish` (see :class:`Mish` on ``inplace``)."""
+    check_float("mish", "input", input)
+    return Mish.apply(input, inplace and not _recording(input))
+
+
+def glu(input: Tensor, dim: int = -1) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.glu`."""
+    if input.dim() == 0:
+        raise fail("glu", "an input of 1 or more dims (a size to halve)", "a 0-d input")
+    ndim = input.dim()
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -ndim <= dim < ndim:
+        raise _DimError(f"glu: expected dim in [{-ndim}, {ndim - 1}] for input "
+                        f"{shape_str(input)}, got dim={dim}")
+    dim %= ndim
+    if input.shape[dim] % 2:
+        raise fail("glu", f"an even size along dim {dim} to halve",
+                   f"input of shape {shape_str(input)}")
+    check_float("glu", "input", input)
+    return GLU.apply(input, dim)
+
+
+def logsigmoid(input: Tensor) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.logsigmoid`."""
+    check_float("logsigmoid", "input", input)
+    return LogSigmoid.apply(input)

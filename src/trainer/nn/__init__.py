@@ -19,6 +19,19 @@ from torch.nn import (
 
 from . import functional
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
+from .activation_more import (
+    CELU,
+    ELU,
+    GLU,
+    SELU,
+    Hardsigmoid,
+    Hardswish,
+    Hardtanh,
+    LogSigmoid,
+    Mish,
+    ReLU6,
+    Softplus,
+)
 from .conv import Conv1d, Conv2d
 from .convert import TWINS, ConversionReport, convert, to_torch
 from .dropout import Dropout
@@ -46,6 +59,8 @@ from .resampling import (
 )
 
 __all__ = [
+    "CELU", "ELU", "GLU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSigmoid", "Mish",
+    "ReLU6", "SELU", "Softplus",
     "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "CircularPad1d", "CircularPad2d",
     "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d",
