@@ -60,14 +60,34 @@ def model_cases() -> list[Case]:
         model, inputs = prepared(name, torch.float32)
         explicit, _ = nn.convert(model)
 
-        def step(m=model):
+        def step(m=model, inputs=inputs):
             m(**inputs).loss.backward()
 
-        def explicit_step(m=explicit):
+        def explicit_step(m=explicit, inputs=inputs):
             m(**inputs).loss.backward()
 
         cases.append(Case(f"{name} train step: converted / native", explicit_step, step))
+    cases.append(_larger_gpt2())
     return cases
+
+
+def _larger_gpt2() -> Case:
+    """A GPT-2 whose step is compute, not per-call overhead: 4 layers of width 256 over 8
+    sequences of 128 tokens (~9M parameters)."""
+    import transformers
+
+    import trainer.nn as nn
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=4, n_head=4, n_embd=256, vocab_size=1024,
+                                     n_positions=128, resid_pdrop=0.0, embd_pdrop=0.0,
+                                     attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(config)
+    explicit, _ = nn.convert(model)
+    ids = torch.randint(0, 1024, (8, 128))
+    return Case("gpt2 4x256, 8x128 tokens, train step: converted / native",
+                lambda: explicit(input_ids=ids, labels=ids).loss.backward(),
+                lambda: model(input_ids=ids, labels=ids).loss.backward())
 
 
 def main(argv=None) -> None:

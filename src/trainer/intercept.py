@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 
 from trainer import rules
 from trainer.functional import _util
@@ -106,16 +105,28 @@ def name_of(func: Callable) -> str:
     return f"{module}.{qualname}" if module else qualname
 
 
-def _grad_fns(args) -> dict[int, object]:
+def _tensors(values) -> list[torch.Tensor]:
+    """The tensors among ``values`` and, one level down, in their lists and tuples: where a
+    torch call takes and returns them (pytree's full walk costs more than the call itself)."""
+    found = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found += [v for v in value if isinstance(v, torch.Tensor)]
+    return found
+
+
+def _grad_fns(args: tuple, kwargs: dict) -> dict[int, object]:
     """Each tensor argument's grad_fn, by the tensor's id, before a call."""
-    return {id(a): a.grad_fn for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)}
+    return {id(t): t.grad_fn for t in _tensors((*args, *kwargs.values()))}
 
 
 def _builtin_nodes(out, before: dict[int, object]) -> bool:
     """Whether ``out`` holds a tensor with a new grad_fn (a fresh tensor, or an input changed
     in place) that is one of autograd's built-in nodes, not a Function of ours or a user's:
     the mark of a built-in backward."""
-    for t in tree_flatten(out)[0]:
+    for t in _tensors(out if isinstance(out, (list, tuple)) else (out,)):
         if (isinstance(t, torch.Tensor) and t.grad_fn is not None
                 and before.get(id(t), None) is not t.grad_fn
                 and getattr(type(t.grad_fn), "_forward_cls", None) is None):
@@ -123,13 +134,19 @@ def _builtin_nodes(out, before: dict[int, object]) -> bool:
     return False
 
 
+def module_names(model: torch.nn.Module | None) -> dict[int, str]:
+    """id(module) -> its path in ``model`` (the root: its class name)."""
+    if model is None:
+        return {}
+    return {id(m): n or type(m).__name__ for n, m in model.named_modules()}
+
+
 class _ModulePath:
     """The stack of modules whose forward is running (global forward hooks while a block is
     open), for naming where a fallback was called from."""
 
-    def __init__(self, model: torch.nn.Module | None):
-        self.names = {id(m): n or type(m).__name__ for n, m in model.named_modules()} \
-            if model is not None else {}
+    def __init__(self, model: torch.nn.Module | None, names: dict[int, str] | None = None):
+        self.names = names if names is not None else module_names(model)
         self.stack: list[str] = []
         self.handles = []
 
@@ -157,14 +174,16 @@ class _ModulePath:
 class ExplicitMode(TorchFunctionMode):
     """The mode behind :func:`explicit`; see the module's docstring."""
 
-    def __init__(self, strict: bool = False, model: torch.nn.Module | None = None):
+    def __init__(self, strict: bool = False, model: torch.nn.Module | None = None,
+                 names: dict[int, str] | None = None):
         super().__init__()
         self.strict = strict
         self.report = Report()
-        self.where = _ModulePath(model)
+        self.where = _ModulePath(model, names)
 
     def __enter__(self):
-        self.where.open()
+        if self.strict:  # the module path serves strict's message only: no hooks otherwise
+            self.where.open()
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -187,7 +206,7 @@ class ExplicitMode(TorchFunctionMode):
             if out is not NotImplemented:
                 self.report.explicit[rule.name] += 1
                 return out
-        before = _grad_fns((args, kwargs))
+        before = _grad_fns(args, kwargs)
         out = func(*args, **kwargs)
         if torch.is_grad_enabled() and _builtin_nodes(out, before):
             name = name_of(func)

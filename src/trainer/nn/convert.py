@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from trainer import rules
-from trainer.intercept import ExplicitMode, Report
+from trainer.intercept import ExplicitMode, Report, module_names
 
 from . import fused
 
@@ -73,10 +73,13 @@ class ExplicitForward:
     def __init__(self, report: Report, strict: bool, model: torch.nn.Module):
         self.report, self.strict, self.model = report, strict, model
         self._open = threading.local()
+        self._names: dict[int, str] | None = None  # module paths, for strict's message
 
     def enter(self, module, args) -> None:
         stack = self._open.__dict__.setdefault("modes", [])
-        mode = ExplicitMode(self.strict, self.model)
+        if self.strict and self._names is None:
+            self._names = module_names(self.model)
+        mode = ExplicitMode(self.strict, names=self._names or {})
         mode.report = self.report
         mode.__enter__()
         stack.append(mode)
