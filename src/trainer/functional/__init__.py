@@ -26,14 +26,18 @@ from . import adaptive_pool as _adaptive_pool
 from . import matmul as _matmul
 from . import norm_more as _norm_more
 from . import padding as _padding
-from . import pointwise as _pointwise
+from . import arithmetic as _arithmetic
+from . import selection as _selection
+from . import unary as _unary
 from . import reduce as _reduce
 from .activation_more import *  # noqa: F403
 from .adaptive_pool import *  # noqa: F403
 from .matmul import *  # noqa: F403
 from .norm_more import *  # noqa: F403
 from .padding import *  # noqa: F403
-from .pointwise import *  # noqa: F403
+from .arithmetic import *  # noqa: F403
+from .selection import *  # noqa: F403
+from .unary import *  # noqa: F403
 from .reduce import *  # noqa: F403
 
 __all__ = [
@@ -63,7 +67,9 @@ __all__ = [
     "silu",
     "softmax",
     "tanh",
-    *_pointwise.__all__,
+    *_arithmetic.__all__,
+    *_unary.__all__,
+    *_selection.__all__,
     *_reduce.__all__,
     *_matmul.__all__,
     *_padding.__all__,
