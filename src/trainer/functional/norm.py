@@ -295,17 +295,13 @@ class LayerNorm(Function):
         return grad_input, None, grad_weight, grad_bias, None
 
 
-def layer_norm(
-    input: Tensor,
-    normalized_shape: list[int],
-    weight: Tensor | None = None,
-    bias: Tensor | None = None,
-    eps: float = 1e-05,
-) -> Tensor:
-    """Explicit twin of :func:`torch.nn.functional.layer_norm`."""
-    op = "layer_norm"
+def checked_normalized_shape(op: str, input: Tensor, normalized_shape,
+                             **params: Tensor | None) -> tuple[int, ...]:
+    """``normalized_shape`` as a tuple of ints, refused (naming ``op`` and the shapes) unless
+    it is a non-empty sequence matching input's trailing dims and the shape of each of
+    ``params`` (weight, bias) that is given: the checks layer_norm and rms_norm share."""
     if not isinstance(normalized_shape, Sequence) or isinstance(normalized_shape, str):
-        # F.layer_norm takes a sequence only (nn.LayerNorm is the one that accepts an int)
+        # F.layer_norm and F.rms_norm take a sequence only (their nn modules accept an int)
         raise TypeError(f"{op}: expected normalized_shape as a sequence of ints, "
                         f"got {normalized_shape!r}")
     normalized_shape = tuple(int(s) for s in normalized_shape)
@@ -316,10 +312,24 @@ def layer_norm(
     if trailing != normalized_shape:
         raise fail(op, f"input of shape (*, {norm_str[1:]} for normalized_shape={norm_str}",
                    f"input {shape_str(input)}")
-    for name, t in (("weight", weight), ("bias", bias)):
+    for name, t in params.items():
         if t is not None and tuple(t.shape) != normalized_shape:
             raise fail(op, f"{name} of shape {norm_str} (normalized_shape)",
                        f"{name} {shape_str(t)}")
+    return normalized_shape
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape: list[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-05,
+) -> Tensor:
+    """Explicit twin of :func:`torch.nn.functional.layer_norm`."""
+    op = "layer_norm"
+    normalized_shape = checked_normalized_shape(op, input, normalized_shape, weight=weight,
+                                                bias=bias)
     check_float(op, "input", input)
     check_same_dtype(op, input, mixed_ok=True, weight=weight, bias=bias)
     return LayerNorm.apply(input, normalized_shape, weight, bias, float(eps))[0]

@@ -10,7 +10,6 @@ forward's statistics and one buffer of x's size (``_rms_norm_backward_fast``,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -26,7 +25,7 @@ from ._util import (
     shape_str,
     to_dtype,
 )
-from .norm import _centered_stats, _opmath
+from .norm import _centered_stats, _opmath, checked_normalized_shape
 
 __all__ = ["group_norm", "rms_norm"]
 
@@ -168,21 +167,7 @@ def rms_norm(
     ``torch.finfo(float32).eps`` for half inputs (float32 computation), float64's for float64.
     """
     op = "rms_norm"
-    if not isinstance(normalized_shape, Sequence) or isinstance(normalized_shape, str):
-        # as F.rms_norm: a sequence only (nn.RMSNorm is the one that accepts an int)
-        raise TypeError(f"{op}: expected normalized_shape as a sequence of ints, "
-                        f"got {normalized_shape!r}")
-    normalized_shape = tuple(int(s) for s in normalized_shape)
-    norm_str = "(" + ", ".join(str(s) for s in normalized_shape) + ")"
-    if not normalized_shape:
-        raise fail(op, "normalized_shape with at least one dim", "normalized_shape ()")
-    trailing = tuple(input.shape[max(input.dim() - len(normalized_shape), 0):])
-    if trailing != normalized_shape:
-        raise fail(op, f"input of shape (*, {norm_str[1:]} for normalized_shape={norm_str}",
-                   f"input {shape_str(input)}")
-    if weight is not None and tuple(weight.shape) != normalized_shape:
-        raise fail(op, f"weight of shape {norm_str} (normalized_shape)",
-                   f"weight {shape_str(weight)}")
+    normalized_shape = checked_normalized_shape(op, input, normalized_shape, weight=weight)
     _check_real_float(op, "input", input)
     if weight is not None:  # any floating dtype, as native: y is promoted, then cast to x's
         _check_real_float(op, "weight", weight)
