@@ -30,6 +30,10 @@ from . import arithmetic as _arithmetic
 from . import selection as _selection
 from . import unary as _unary
 from . import reduce as _reduce
+from . import recurrent as _recurrent
+from . import conv_transpose as _conv_transpose
+from . import interpolate as _interpolate
+from . import loss_more as _loss_more
 from .activation_more import *  # noqa: F403
 from .adaptive_pool import *  # noqa: F403
 from .matmul import *  # noqa: F403
@@ -39,6 +43,10 @@ from .arithmetic import *  # noqa: F403
 from .selection import *  # noqa: F403
 from .unary import *  # noqa: F403
 from .reduce import *  # noqa: F403
+from .recurrent import *  # noqa: F403
+from .conv_transpose import *  # noqa: F403
+from .interpolate import *  # noqa: F403
+from .loss_more import *  # noqa: F403
 
 __all__ = [
     "ShapeError",
@@ -76,4 +84,8 @@ __all__ = [
     *_adaptive_pool.__all__,
     *_activation_more.__all__,
     *_norm_more.__all__,
+    *_recurrent.__all__,
+    *_conv_transpose.__all__,
+    *_interpolate.__all__,
+    *_loss_more.__all__,
 ]

@@ -18,6 +18,10 @@ from torch.nn import (
 )
 
 from . import functional
+from . import attention as _attention
+from . import loss_more as _loss_more
+from . import recurrent as _recurrent
+from . import upsampling as _upsampling
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .activation_more import (
     CELU,
@@ -58,7 +62,13 @@ from .resampling import (
     ZeroPad2d,
 )
 
+from .attention import *  # noqa: E402,F403
+from .loss_more import *  # noqa: E402,F403
+from .recurrent import *  # noqa: E402,F403
+from .upsampling import *  # noqa: E402,F403
+
 __all__ = [
+    *_attention.__all__, *_loss_more.__all__, *_recurrent.__all__, *_upsampling.__all__,
     "CELU", "ELU", "GLU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSigmoid", "Mish",
     "ReLU6", "SELU", "Softplus",
     "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm",

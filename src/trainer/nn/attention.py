@@ -1,0 +1,5 @@
+"""MultiheadAttention, computed by the explicit rules."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
