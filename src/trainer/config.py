@@ -203,6 +203,19 @@ class AttentionConfig:
     dropout: float = checked(0.0, in_range(0.0, 1.0, high_open=True))
 
 
+@dataclass
+class GPTConfig:
+    """nanoGPT's keys; n_head must divide n_embd (checked when the model is built)."""
+
+    name: str = _named("gpt")
+    n_layer: int = checked(4, at_least(1))
+    n_head: int = checked(4, at_least(1))
+    n_embd: int = checked(128, at_least(1))
+    block_size: int | None = checked(64, optional(at_least(1)))  # None: the data's length T
+    dropout: float = checked(0.0, in_range(0.0, 1.0, high_open=True))
+    bias: bool = False  # biases in the Linear and LayerNorm layers
+
+
 # --------------------------------------------------------------------------------------------
 # data/
 # --------------------------------------------------------------------------------------------
@@ -475,7 +488,7 @@ class Config:
 #: group -> option name -> schema. The keys are the groups' options in conf/.
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "cnn1d": CNN1dConfig,
-              "attention": AttentionConfig},
+              "attention": AttentionConfig, "gpt": GPTConfig},
     "data": {"digits": DigitsConfig, "mnist1d": MNIST1DConfig, "moons": MoonsConfig,
              "spirals": SpiralsConfig, "fashion_mnist": FashionMNISTConfig, "mnist": MNISTConfig,
              "tensors": TensorsConfig},

@@ -9,6 +9,7 @@ mlp        any shape (flattened)                   Linear, norm, activation, Dro
 cnn        images ``(C, H, W)``                    Conv2d, BatchNorm2d, MaxPool2d, MLP head
 cnn1d      signals ``(C, L)``                      Conv1d, BatchNorm1d, MaxPool1d, MLP head
 attention  images (rows), signals (chunks), points  multi-head self-attention blocks
+gpt        token ids ``(T,)``, num_classes = vocab     nanoGPT: causal blocks, tied LM head
 =========  =====================================  =======================================
 """
 
@@ -22,6 +23,7 @@ import torch
 from .attention import attention
 from .common import ModelInputError
 from .conv import cnn, cnn1d
+from .gpt import gpt
 from .mlp import mlp
 
 MODELS: dict[str, Callable[..., torch.nn.Module]] = {
@@ -29,6 +31,7 @@ MODELS: dict[str, Callable[..., torch.nn.Module]] = {
     "cnn": cnn,
     "cnn1d": cnn1d,
     "attention": attention,
+    "gpt": gpt,
 }
 
 
@@ -42,10 +45,12 @@ def build(model: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
     return MODELS[name](tuple(int(s) for s in input_shape), int(num_classes), **options)
 
 
-def accepts(name: str, input_shape: Sequence[int]) -> bool:
-    """Whether model ``name`` can take samples of ``input_shape``."""
-    ranks = {"mlp": (1, 2, 3), "cnn": (3,), "cnn1d": (2,), "attention": (1, 2, 3)}
-    return len(input_shape) in ranks[name]
+def accepts(name: str, input_shape: Sequence[int], tokens: bool = False) -> bool:
+    """Whether model ``name`` can take samples of ``input_shape``: with ``tokens``, integer
+    token ids (only gpt takes them), otherwise float features (gpt takes none)."""
+    ranks = {"mlp": (1, 2, 3), "cnn": (3,), "cnn1d": (2,), "attention": (1, 2, 3), "gpt": (1,)}
+    return (name == "gpt") == bool(tokens) and len(input_shape) in ranks[name]
 
 
-__all__ = ["MODELS", "ModelInputError", "accepts", "attention", "build", "cnn", "cnn1d", "mlp"]
+__all__ = ["MODELS", "ModelInputError", "accepts", "attention", "build", "cnn", "cnn1d", "gpt",
+           "mlp"]
