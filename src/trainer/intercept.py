@@ -43,7 +43,7 @@ SHAPE_OPS = frozenset({
     "concat", "concatenate", "stack", "movedim", "moveaxis", "swapaxes", "swapdims", "repeat",
     "tile", "flip", "roll", "to", "type", "float", "double", "half", "bfloat16", "clone",
     "as_strided", "index_select", "gather", "take_along_dim", "masked_select", "tril", "triu",
-    "diagonal", "copy_",
+    "diagonal", "copy_", "flatten",
 })
 
 

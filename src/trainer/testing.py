@@ -229,6 +229,9 @@ SHAPE_NODES = frozenset({
     "AsStridedBackward0", "AliasBackward0", "NarrowBackward0", "RepeatBackward0",
     "MovedimBackward0", "UnfoldBackward0", "FlipBackward0", "ViewAsRealBackward0",
     "CopyBackwards",  # x.copy_(y): y's gradient passes through, x's old value gets none
+    # an in-place op on a view (a rule with mark_dirty, or copy_): autograd runs the
+    # op's own backward node on the view's slice of g and passes the rest through
+    "CopySlices",
 })
 
 

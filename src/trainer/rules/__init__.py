@@ -216,8 +216,11 @@ RULES: tuple[Rule, ...] = (
          unsupported=("double backward: the gradients saved in forward have no graph",
                       "vmap: per-sample V×H weight gradients are the memory it avoids")),
     # -- shape -------------------------------------------------------------------------------
+    # Not an entry point of trainer.explicit(): torch.flatten there stays a shape op on
+    # built-in autograd, since a view made inside a custom Function may not be modified in
+    # place afterwards, and models do (Hugging Face's MobileNetV2: Dropout(inplace=True)).
     Rule(name="flatten", function=shape.Reshape,
-         stands_for=("torch.flatten", "torch.Tensor.flatten"),
+         stands_for=(), reference=torch.flatten,
          twins=("trainer.nn.flatten.Flatten",),
          grads=("input: reshape(g, x.shape)",),
          saves="nothing: only x's shape",
