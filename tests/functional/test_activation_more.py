@@ -18,7 +18,7 @@ import trainer
 import trainer.functional as F
 import trainer.nn as nn
 from trainer import testing
-from trainer.functional.activation_more import SELU_ALPHA, SELU_SCALE
+from trainer.functional.activation_smooth import SELU_ALPHA, SELU_SCALE
 from trainer.nn import activation_more as twins
 
 NAN, INF = float("nan"), float("inf")

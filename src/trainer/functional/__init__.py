@@ -21,7 +21,8 @@ from .softmax import log_softmax, softmax
 
 # The families beyond torch.nn.functional: torch's own ops (torch.add, torch.sum, torch.matmul),
 # each module listing its ops in __all__.
-from . import activation_more as _activation_more
+from . import activation_piecewise as _activation_piecewise
+from . import activation_smooth as _activation_smooth
 from . import adaptive_pool as _adaptive_pool
 from . import matmul as _matmul
 from . import norm_more as _norm_more
@@ -34,7 +35,8 @@ from . import recurrent as _recurrent
 from . import conv_transpose as _conv_transpose
 from . import interpolate as _interpolate
 from . import loss_more as _loss_more
-from .activation_more import *  # noqa: F403
+from .activation_piecewise import *  # noqa: F403
+from .activation_smooth import *  # noqa: F403
 from .adaptive_pool import *  # noqa: F403
 from .matmul import *  # noqa: F403
 from .norm_more import *  # noqa: F403
@@ -82,7 +84,8 @@ __all__ = [
     *_matmul.__all__,
     *_padding.__all__,
     *_adaptive_pool.__all__,
-    *_activation_more.__all__,
+    *_activation_piecewise.__all__,
+    *_activation_smooth.__all__,
     *_norm_more.__all__,
     *_recurrent.__all__,
     *_conv_transpose.__all__,

@@ -33,6 +33,7 @@ from .activation_more import (
     Hardtanh,
     LogSigmoid,
     Mish,
+    PReLU,
     ReLU6,
     Softplus,
 )
@@ -70,7 +71,7 @@ from .upsampling import *  # noqa: E402,F403
 __all__ = [
     *_attention.__all__, *_loss_more.__all__, *_recurrent.__all__, *_upsampling.__all__,
     "CELU", "ELU", "GLU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSigmoid", "Mish",
-    "ReLU6", "SELU", "Softplus",
+    "PReLU", "ReLU6", "SELU", "Softplus",
     "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "CircularPad1d", "CircularPad2d",
     "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d",

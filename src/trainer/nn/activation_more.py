@@ -1,5 +1,5 @@
 """The activation modules beyond activation.py's, computed by the explicit rules of
-:mod:`trainer.functional.activation_more`."""
+:mod:`trainer.functional.activation_piecewise` and :mod:`trainer.functional.activation_smooth`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ class Hardsigmoid(torch.nn.Hardsigmoid):
 
     def forward(self, input: Tensor) -> Tensor:
         return F.hardsigmoid(input, self.inplace)
+
+
+class PReLU(torch.nn.PReLU):
+    """:class:`torch.nn.PReLU` through :func:`trainer.functional.prelu`: its learned slopes
+    (``num_parameters`` of them, each ``init``) are torch's own parameter."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.prelu(input, self.weight)
 
 
 class ELU(torch.nn.ELU):

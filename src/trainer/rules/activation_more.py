@@ -9,7 +9,11 @@ The entry points, as a TorchFunctionMode receives them (checked by experiment, t
 which ``Softplus`` and ``LogSigmoid`` call with positional arguments. ``torch.selu`` and
 ``torch.celu`` exist beside them. The in-place forms ``F.hardtanh_``, ``F.elu_`` (builtins of
 ``torch._C._nn``), ``torch.selu_`` and ``torch.celu_`` (= ``F.selu_``, ``F.celu_``) run the rule
-with ``inplace=True``. No ``Tensor`` method exists for any of them.
+with ``inplace=True``. No ``Tensor`` method exists for any of them. ``F.prelu`` is the builtin
+``torch.prelu``, which ``nn.PReLU`` calls; ``Tensor.prelu`` arrives as itself.
+
+The Functions live in :mod:`trainer.functional.activation_piecewise` (hardtanh, relu6,
+hardswish, hardsigmoid, prelu) and :mod:`trainer.functional.activation_smooth` (the rest).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import torch
 from torch import Tensor
 
 from trainer import functional as F
-from trainer.functional import activation_more as activation
+from trainer.functional import activation_piecewise as piecewise
+from trainer.functional import activation_smooth as smooth
 from trainer.rules.examples import Example, x
 from trainer.rules.rule import Rule
 
@@ -98,6 +103,14 @@ def softplus_examples() -> list[Example]:
                     "negative beta, the switch at x = -2")]
 
 
+def prelu_examples() -> list[Example]:
+    away = _away(1.5, 0.0)
+    return [Example((away(2, 3, 4), x(3)), label="a slope per channel"),
+            Example((away(3, 4, 2, 2), x(1)), label="one slope, 4-D"),
+            Example((away(5), x(1)), label="1-D input: one channel"),
+            Example((away(3, 4), x(4)), label="(N, C) input")]
+
+
 def glu_examples() -> list[Example]:
     return [Example((x(3, 4),)),
             Example((x(2, 6, 3),), {"dim": 1}, "dim 1"),
@@ -105,7 +118,7 @@ def glu_examples() -> list[Example]:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule(name="hardtanh", function=activation.Hardtanh,
+    Rule(name="hardtanh", function=piecewise.Hardtanh,
          stands_for=("torch.nn.functional.hardtanh", "torch.nn.functional.hardtanh_",
                      "torch._C._nn.hardtanh_"),  # the last two: one builtin
          adapters={"torch.nn.functional.hardtanh_": hardtanh_in_place,
@@ -114,25 +127,33 @@ RULES: tuple[Rule, ...] = (
          grads=("input: g · ¬(x ≤ lo ∨ x ≥ hi)",),
          saves="the mask ¬(x ≤ lo ∨ x ≥ hi), 1 bit per element: the derivative is a 0/1 step",
          examples=hardtanh_examples),
-    Rule(name="relu6", function=activation.Hardtanh,
+    Rule(name="relu6", function=piecewise.Hardtanh,
          stands_for=("torch.nn.functional.relu6",),
          twins=("trainer.nn.activation_more.ReLU6",),
          grads=("input: g · ¬(x ≤ 0 ∨ x ≥ 6)",),
          saves="the mask ¬(x ≤ 0 ∨ x ≥ 6), 1 bit per element: hardtanh's rule, lo = 0, hi = 6",
          examples=_two_shapes(_away(4.0, 0.0, 6.0))),
-    Rule(name="hardswish", function=activation.Hardswish,
+    Rule(name="hardswish", function=piecewise.Hardswish,
          stands_for=("torch.nn.functional.hardswish",),
          twins=("trainer.nn.activation_more.Hardswish",),
          grads=("input: g · (x/3 + 1/2) where −3 < x < 3, g where x ≥ 3, 0 where x ≤ −3",),
          saves="x: the middle region's derivative is affine in x, which y cannot give back",
          examples=_two_shapes(_away(3.0, -3.0, 3.0))),
-    Rule(name="hardsigmoid", function=activation.Hardsigmoid,
+    Rule(name="hardsigmoid", function=piecewise.Hardsigmoid,
          stands_for=("torch.nn.functional.hardsigmoid",),
          twins=("trainer.nn.activation_more.Hardsigmoid",),
          grads=("input: g · [−3 < x < 3] / 6",),
          saves="the mask [−3 < x < 3], 1 bit per element: the derivative is 0 or 1/6",
          examples=_two_shapes(_away(3.0, -3.0, 3.0))),
-    Rule(name="elu", function=activation.ELU,
+    Rule(name="prelu", function=piecewise.PReLU,
+         stands_for=("torch.nn.functional.prelu", "torch.prelu",  # one builtin
+                     "torch.Tensor.prelu"),
+         twins=("trainer.nn.activation_more.PReLU",),
+         grads=("input: g where x > 0, w_c · g elsewhere",
+                "weight: Σ_{every dim but 1} g · x · [x ≤ 0]"),
+         saves="w for ∂x; x for ∂w (with ∂x alone, the bool mask [x > 0] instead of x)",
+         examples=prelu_examples),
+    Rule(name="elu", function=smooth.ELU,
          stands_for=("torch.nn.functional.elu", "torch.nn.functional.elu_",
                      "torch._C._nn.elu_"),  # the last two: one builtin
          adapters={"torch.nn.functional.elu_": elu_in_place, "torch._C._nn.elu_": elu_in_place},
@@ -140,39 +161,39 @@ RULES: tuple[Rule, ...] = (
          grads=("input: g · (y + α) where y ≤ 0, g where y > 0   (y + α = α·eˣ)",),
          saves="y: y + α = α·eˣ on x ≤ 0 (and for α < 0, the bit [¬(x ≤ 0)])",
          examples=elu_examples),
-    Rule(name="selu", function=activation.ELU,
+    Rule(name="selu", function=smooth.ELU,
          stands_for=("torch.nn.functional.selu", "torch.selu", "torch.selu_"),
          adapters={"torch.selu_": selu_in_place},
          twins=("trainer.nn.activation_more.SELU",),
          grads=("input: g · (y + λα) where y ≤ 0, g · λ where y > 0",),
          saves="y: y + λα = λα·eˣ on x ≤ 0",
          examples=_two_shapes(_away(1.5, 0.0))),
-    Rule(name="celu", function=activation.ELU,
+    Rule(name="celu", function=smooth.ELU,
          stands_for=("torch.nn.functional.celu", "torch.celu", "torch.celu_"),
          adapters={"torch.celu_": celu_in_place},
          twins=("trainer.nn.activation_more.CELU",),
          grads=("input: g · (y/α + 1) where y ≤ 0, g where y > 0   (y/α + 1 = e^(x/α))",),
          saves="y: y/α + 1 = e^(x/α) on x ≤ 0, and sign(y) = sign(x) for every α",
          examples=celu_examples),
-    Rule(name="softplus", function=activation.Softplus,
+    Rule(name="softplus", function=smooth.Softplus,
          stands_for=("torch.nn.functional.softplus", "torch._C._nn.softplus"),  # one builtin
          twins=("trainer.nn.activation_more.Softplus",),
          grads=("input: g · σ(βx) where βx ≤ threshold, g where βx > threshold",),
          saves="x: σ(βx) is a function of x",
          examples=softplus_examples),
-    Rule(name="mish", function=activation.Mish,
+    Rule(name="mish", function=smooth.Mish,
          stands_for=("torch.nn.functional.mish",),
          twins=("trainer.nn.activation_more.Mish",),
          grads=("input: g · (t + x·σ(x)·(1 − t²)),  t = tanh(softplus(x))",),
          saves="x: t and σ(x) are not recoverable from y",
          examples=_two_shapes(x)),
-    Rule(name="glu", function=activation.GLU,
+    Rule(name="glu", function=smooth.GLU,
          stands_for=("torch.nn.functional.glu",),
          twins=("trainer.nn.activation_more.GLU",),
          grads=("input: cat(g · σ(b), g · a · σ(b)(1 − σ(b))) along dim,  (a, b) = x's halves",),
          saves="x: both halves enter both gradients",
          examples=glu_examples),
-    Rule(name="logsigmoid", function=activation.LogSigmoid,
+    Rule(name="logsigmoid", function=smooth.LogSigmoid,
          stands_for=("torch.nn.functional.logsigmoid", "torch._C._nn.log_sigmoid"),  # one
          twins=("trainer.nn.activation_more.LogSigmoid",),
          grads=("input: g · σ(−x)",),

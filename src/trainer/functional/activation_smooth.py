@@ -1,16 +1,15 @@
-"""The activations of mobile nets and transformers beyond activation.py's (hardtanh, relu6,
-hardswish, hardsigmoid, elu, selu, celu, softplus, mish, glu, logsigmoid), each with its
+"""The activations built on exponentials and logarithms: elu (with selu and celu, torch's
+parametrisations of its one elu kernel), softplus, mish, glu and logsigmoid, each with its
 derivative written out.
 
 Forward is torch's own kernel, so values are torch's bit for bit. Each ``backward`` reads as
 the formula in its docstring, out of place and from differentiable torch ops, so it serves
 double backward too; half and bfloat16 are computed in float32 there, as torch's kernels do.
-At the kinks each derivative takes torch's convention (its decompositions', which its CUDA
-kernels and CPU scalar loops share; CPU's vectorised loops differ from them only for a NaN x).
+At x = 0 ELU's derivative takes torch's convention (the e^x branch).
 
-The hard activations keep a bit-packed code of their piecewise derivative, not the input
-(:func:`~trainer.functional._fast.activation.pack_bits`, ⌈n/8⌉ bytes), and ELU keeps its
-output, from which the derivative follows; see each Function on what it saves and why.
+ELU keeps its output, from which the derivative follows; the others keep x, as their
+derivatives are functions of x that y does not determine. See each Function on what it saves
+and why.
 """
 
 from __future__ import annotations
@@ -18,204 +17,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._elementwise import Elementwise, KeepsX, in_place_if_free, opmath
 from ._fast import activation as fast
-from ._util import (
-    LOW_PRECISION,
-    Function,
-    ShapeError,
-    check_float,
-    fail,
-    records_graph,
-    shape_str,
-    to_dtype,
-)
+from ._util import Function, ShapeError, check_float, fail, shape_str, to_dtype
 
-__all__ = [
-    "celu",
-    "elu",
-    "glu",
-    "hardsigmoid",
-    "hardswish",
-    "hardtanh",
-    "logsigmoid",
-    "mish",
-    "relu6",
-    "selu",
-    "softplus",
-]
+__all__ = ["celu", "elu", "glu", "logsigmoid", "mish", "selu", "softplus"]
 
 # torch's SELU constants (aten's SELU_ALPHA and SELU_SCALE, the same doubles)
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
-_ONE_SIXTH = 1.0 / 6.0
-
-
-def _opmath(t: Tensor) -> Tensor:
-    """``t`` in the dtype torch's kernels compute in: float32 for half and bfloat16."""
-    return t.float() if t.dtype in LOW_PRECISION else t
-
-
-def _recording(input: Tensor) -> bool:
-    return torch.is_grad_enabled() and input.requires_grad
 
 
 class _DimError(ShapeError, IndexError):
     """A dim out of range: torch raises IndexError there, so this is one too."""
 
 
-class Hardtanh(Function):
-    r"""y = min(max(x, lo), hi)        (lo = min_val, hi = max_val; relu6 is lo = 0, hi = 6)
-
-    Backward, with g = ∂L/∂y and m = ¬(x ≤ lo ∨ x ≥ hi):
-        ∂L/∂x = g · m          (0 at x = lo and x = hi, as torch; a NaN x passes g)
-
-    Saves: m bit-packed, 1 bit per element (⌈n/8⌉ bytes, 1/32 of the float32 x torch keeps),
-    because the derivative is a 0/1 step. Half and bfloat16 x are compared in float32, as
-    torch's kernel does (a bound such as 0.7 is not a bfloat16). ``g · m`` stays
-    differentiable in g, so double backward gives ∂/∂g and a zero second derivative in x.
-
-    ``inplace=True`` clamps x in place (``mark_dirty``), as ``hardtanh_``: m is then read off
-    y, as torch reads it (y ≤ lo ⇔ x ≤ lo and y ≥ hi ⇔ x ≥ hi, NaN stays NaN), so nothing the
-    backward needs is overwritten.
-    """
-
-    @staticmethod
-    def vmap(info, in_dims, input, min_val, max_val, inplace):
-        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
-        # rule would not keep an in-place input's identity, which mark_dirty needs.)
-        return Hardtanh.apply(input, min_val, max_val, inplace), in_dims[0]
-
-    @staticmethod
-    def forward(input: Tensor, min_val: float, max_val: float, inplace: bool) -> Tensor:
-        if inplace:
-            torch._C._nn.hardtanh_(input, min_val, max_val)
-            return input  # the input object itself, as mark_dirty (and dynamo) require
-        return torch._C._nn.hardtanh(input, min_val, max_val)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, min_val, max_val, inplace = inputs
-        if inplace:
-            ctx.mark_dirty(input)
-        packed = None
-        if ctx.needs_input_grad[0]:
-            s = _opmath(output if inplace else input)
-            blocked = torch.le(s, min_val).logical_or_(torch.ge(s, max_val))
-            packed = fast.pack_bits(blocked.logical_not_())
-            ctx.shape = output.shape
-        ctx.save_for_backward(packed)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        (packed,) = ctx.saved_tensors
-        m = fast.unpack_bits(packed, ctx.shape)  # ¬(x ≤ lo ∨ x ≥ hi) as uint8 0/1
-        if not records_graph():
-            return fast.relu_backward(g, m), None, None, None  # g · m, in m's buffer
-        return g * m, None, None, None  # ∂L/∂x = g · m, differentiable in g
-
-
-class Hardswish(Function):
-    r"""y = x · min(max(x + 3, 0), 6) / 6
-
-    Backward, with g = ∂L/∂y:
-        ∂L/∂x = 0                    where x ≤ −3
-                g · (x/3 + 1/2)      where −3 < x < 3      (= g · (2x + 3)/6)
-                g                    where x ≥ 3, and for a NaN x
-    (torch's convention: the open middle region, so 0 at x = −3 and g at x = 3.) Its own
-    derivative in x is g/3 on the open middle region and 0 elsewhere, torch's too.
-
-    Saves: x. The derivative is 0 or 1 outside [−3, 3], but inside it is affine in x and needs
-    x to full precision, and y cannot give it back: y = x(x + 3)/6 has its minimum at
-    x = −3/2, where x = −3/2 ± √(9/4 + 6y) cancels catastrophically. A 2-bit region code plus
-    x of the middle region alone would save bytes only when over 1/16 of the entries lie
-    outside [−3, 3] (rare for normalised activations), and its data-dependent size breaks
-    vmap and torch.compile(fullgraph=True). So x it is, as torch keeps.
-
-    ``inplace=True`` overwrites x only when autograd is not recording through it; when it is,
-    the result is computed out of place and x is left untouched (torch would keep a full copy
-    of x to do the same), since the backward needs the original x.
-    """
-
-    @staticmethod
-    def vmap(info, in_dims, input, inplace):
-        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
-        # rule would not keep an in-place input's identity, which mark_dirty needs.)
-        return Hardswish.apply(input, inplace), in_dims[0]
-
-    @staticmethod
-    def forward(input: Tensor, inplace: bool) -> Tensor:
-        if inplace:
-            torch._C._nn.hardswish_(input)
-            return input  # the input object itself, as mark_dirty (and dynamo) require
-        return torch._C._nn.hardswish(input)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, inplace = inputs
-        if inplace:
-            ctx.mark_dirty(input)
-        ctx.save_for_backward(input if ctx.needs_input_grad[0] else None)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        (x,) = ctx.saved_tensors
-        dtype = g.dtype
-        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
-        slope = torch.where(x <= -3, 0.0, torch.where(x < 3, x / 3 + 0.5, 1.0))
-        return (g * slope).to(dtype), None
-
-
-class Hardsigmoid(Function):
-    r"""y = min(max(x + 3, 0), 6) / 6
-
-    Backward, with g = ∂L/∂y and m = [−3 < x < 3]:
-        ∂L/∂x = g · m / 6          (0 at x = ±3 and for a NaN x, as torch)
-
-    Saves: m bit-packed, 1 bit per element (⌈n/8⌉ bytes, 1/32 of the float32 x torch keeps):
-    the derivative takes only the values 0 and 1/6.
-
-    ``inplace=True`` computes y in place (``mark_dirty``); m is then read off y as
-    [0 < y < 1]. That is m exactly, except at the one float32 (or float64) x = 3 − ulp(3),
-    whose x + 3 rounds to 6, so that y = 1 already: there torch's 1/6 (for a flat y) becomes
-    0. torch itself keeps a full copy of x for its in-place form.
-    """
-
-    @staticmethod
-    def vmap(info, in_dims, input, inplace):
-        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
-        # rule would not keep an in-place input's identity, which mark_dirty needs.)
-        return Hardsigmoid.apply(input, inplace), in_dims[0]
-
-    @staticmethod
-    def forward(input: Tensor, inplace: bool) -> Tensor:
-        if inplace:
-            torch._C._nn.hardsigmoid_(input)
-            return input  # the input object itself, as mark_dirty (and dynamo) require
-        return torch._C._nn.hardsigmoid(input)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, inplace = inputs
-        if inplace:
-            ctx.mark_dirty(input)
-        packed = None
-        if ctx.needs_input_grad[0]:
-            if inplace:  # [0 < y < 1]
-                inside = torch.gt(output, 0).logical_and_(torch.lt(output, 1))
-            else:  # [−3 < x < 3]
-                inside = torch.gt(input, -3).logical_and_(torch.lt(input, 3))
-            packed = fast.pack_bits(inside)
-            ctx.shape = output.shape
-        ctx.save_for_backward(packed)
-
-    @staticmethod
-    def backward(ctx, g: Tensor):
-        (packed,) = ctx.saved_tensors
-        m = fast.unpack_bits(packed, ctx.shape)  # [−3 < x < 3] as uint8 0/1
-        return g * m * _ONE_SIXTH, None  # ∂L/∂x = g · m / 6
-
-
-class ELU(Function):
+class ELU(Elementwise):
     r"""y = s·x                   where x > 0
         s·α·(e^(i·x) − 1)     where x ≤ 0
     (α = alpha, s = scale, i = input_scale: elu is s = i = 1; selu is α = 1.6733, s = 1.0507,
@@ -236,12 +53,6 @@ class ELU(Function):
     needs. With α < 0 torch refuses that backward (its in-place form cannot know the sign of
     x), and so does this one, for elu and celu alike.
     """
-
-    @staticmethod
-    def vmap(info, in_dims, input, alpha, scale, input_scale, inplace):
-        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
-        # rule would not keep an in-place input's identity, which mark_dirty needs.)
-        return ELU.apply(input, alpha, scale, input_scale, inplace), in_dims[0]
 
     @staticmethod
     def forward(input: Tensor, alpha: float, scale: float, input_scale: float,
@@ -275,7 +86,7 @@ class ELU(Function):
             )
         y, packed = ctx.saved_tensors
         dtype = g.dtype
-        y, g = _opmath(to_dtype(y, dtype)), _opmath(g)
+        y, g = opmath(to_dtype(y, dtype)), opmath(g)
         alpha, scale, input_scale = ctx.alpha, ctx.scale, ctx.input_scale
         negative_branch = input_scale * (y + scale * alpha)  # i·s·α·e^(i·x)
         if packed is None:
@@ -316,13 +127,13 @@ class Softplus(Function):
     def backward(ctx, g: Tensor):
         (x,) = ctx.saved_tensors
         dtype = g.dtype
-        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        x, g = opmath(to_dtype(x, dtype)), opmath(g)
         bx = x * ctx.beta
         slope = torch.where(bx > ctx.threshold, 1.0, torch.sigmoid(bx))
         return (g * slope).to(dtype), None, None
 
 
-class Mish(Function):
+class Mish(KeepsX):
     r"""y = x · tanh(softplus(x)),   softplus(x) = log(1 + eˣ)
 
     Backward, with g = ∂L/∂y, t = tanh(softplus(x)) and s = σ(x) (softplus′ = σ):
@@ -338,12 +149,6 @@ class Mish(Function):
     """
 
     @staticmethod
-    def vmap(info, in_dims, input, inplace):
-        # Elementwise: the vmapped dim is one more dim of the physical tensor. (The generated
-        # rule would not keep an in-place input's identity, which mark_dirty needs.)
-        return Mish.apply(input, inplace), in_dims[0]
-
-    @staticmethod
     def forward(input: Tensor, inplace: bool) -> Tensor:
         if inplace:
             torch._C._nn.mish_(input)
@@ -351,17 +156,10 @@ class Mish(Function):
         return torch._C._nn.mish(input)
 
     @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, inplace = inputs
-        if inplace:
-            ctx.mark_dirty(input)
-        ctx.save_for_backward(input if ctx.needs_input_grad[0] else None)
-
-    @staticmethod
     def backward(ctx, g: Tensor):
         (x,) = ctx.saved_tensors
         dtype = g.dtype
-        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        x, g = opmath(to_dtype(x, dtype)), opmath(g)
         t = torch.tanh(torch.nn.functional.softplus(x))
         s = torch.sigmoid(x)
         return (g * (t + x * s * (1 - t * t))).to(dtype), None
@@ -396,7 +194,7 @@ class GLU(Function):
     def backward(ctx, g: Tensor):
         (x,) = ctx.saved_tensors
         dtype = g.dtype
-        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        x, g = opmath(to_dtype(x, dtype)), opmath(g)
         a, b = x.chunk(2, ctx.dim)
         s = torch.sigmoid(b)
         grad_a = g * s
@@ -428,37 +226,11 @@ class LogSigmoid(Function):
     def backward(ctx, g: Tensor):
         (x,) = ctx.saved_tensors
         dtype = g.dtype
-        x, g = _opmath(to_dtype(x, dtype)), _opmath(g)
+        x, g = opmath(to_dtype(x, dtype)), opmath(g)
         return (g * torch.sigmoid(-x)).to(dtype)
 
 
 # -- the functionals ----------------------------------------------------------------------------
-
-
-def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,
-             inplace: bool = False) -> Tensor:
-    """Explicit twin of :func:`torch.nn.functional.hardtanh`."""
-    if min_val > max_val:  # a ValueError, as torch's
-        raise fail("hardtanh", "min_val <= max_val", f"min_val={min_val}, max_val={max_val}")
-    return Hardtanh.apply(input, min_val, max_val, inplace)
-
-
-def relu6(input: Tensor, inplace: bool = False) -> Tensor:
-    """Explicit twin of :func:`torch.nn.functional.relu6`: hardtanh between 0 and 6."""
-    return Hardtanh.apply(input, 0.0, 6.0, inplace)
-
-
-def hardswish(input: Tensor, inplace: bool = False) -> Tensor:
-    """Explicit twin of :func:`torch.nn.functional.hardswish` (see :class:`Hardswish` on
-    ``inplace``)."""
-    check_float("hardswish", "input", input)
-    return Hardswish.apply(input, inplace and not _recording(input))
-
-
-def hardsigmoid(input: Tensor, inplace: bool = False) -> Tensor:
-    """Explicit twin of :func:`torch.nn.functional.hardsigmoid`."""
-    check_float("hardsigmoid", "input", input)
-    return Hardsigmoid.apply(input, inplace)
 
 
 def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
@@ -490,7 +262,7 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
 def mish(input: Tensor, inplace: bool = False) -> Tensor:
     """Explicit twin of :func:`torch.nn.functional.mish` (see :class:`Mish` on ``inplace``)."""
     check_float("mish", "input", input)
-    return Mish.apply(input, inplace and not _recording(input))
+    return Mish.apply(input, in_place_if_free(input, inplace))
 
 
 def glu(input: Tensor, dim: int = -1) -> Tensor:
