@@ -117,14 +117,14 @@ def test_to_torch_refuses_what_is_not_a_module():
         nn.to_torch(lambda x: x)
 
 
-def test_attention_is_reported_once_not_with_its_parameter_holding_out_proj():
+def test_attention_is_converted_once_not_with_its_parameter_holding_out_proj():
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.MultiheadAttention(8, 2))
     explicit, report = nn.convert(model)
-    assert report.converted == {"0": "Linear"}
-    assert list(report.unconverted) == ["1"]  # not "1.out_proj": forward only reads its weights
-    assert "MultiheadAttention has no explicit twin" in report.unconverted["1"]
-    assert "1 without a twin" in str(report) and "out_proj" not in str(report)
-    assert type(explicit[1].out_proj) is type(model[1].out_proj)  # left as it was, too
+    # not "1.out_proj": the twin's forward only reads its weights, as torch's does
+    assert report.converted == {"0": "Linear", "1": "MultiheadAttention"}
+    assert not report.unconverted and "out_proj" not in str(report)
+    assert type(explicit[1]) is nn.MultiheadAttention
+    assert type(explicit[1].out_proj) is type(model[1].out_proj)  # left as it was
     h = model[0](torch.randn(5, 2, 4))
     torch.testing.assert_close(explicit[1](h, h, h)[0], model[1](h, h, h)[0])
 

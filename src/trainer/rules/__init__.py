@@ -178,7 +178,7 @@ RULES: tuple[Rule, ...] = (
     # -- attention ---------------------------------------------------------------------------
     Rule(name="scaled_dot_product_attention", function=attention.ScaledDotProductAttention,
          stands_for=("torch.nn.functional.scaled_dot_product_attention",),
-         twins=(),
+         twins=("trainer.nn.attention.MultiheadAttention",),
          grads=("query: scale · dS K,  dS = P ⊙ (dP − rowsum(dP ⊙ P)),  dP = g Vᵀ",
                 "key: scale · dSᵀ Q",
                 "value: Pᵀ g",
