@@ -46,7 +46,7 @@ from .fused import LinearCrossEntropy
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss, NLLLoss
 from .norm import BatchNorm1d, BatchNorm2d, LayerNorm
-from .norm_more import GroupNorm, InstanceNorm1d, InstanceNorm2d, RMSNorm
+from .norm_more import GroupNorm, InstanceNorm1d, InstanceNorm2d, LocalResponseNorm, RMSNorm
 from .pool import AvgPool1d, AvgPool2d, MaxPool1d, MaxPool2d
 from .resampling import (
     AdaptiveAvgPool1d,
@@ -72,7 +72,7 @@ __all__ = [
     *_attention.__all__, *_loss_more.__all__, *_recurrent.__all__, *_upsampling.__all__,
     "CELU", "ELU", "GLU", "Hardsigmoid", "Hardswish", "Hardtanh", "LogSigmoid", "Mish",
     "PReLU", "ReLU6", "SELU", "Softplus",
-    "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "RMSNorm",
+    "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "LocalResponseNorm", "RMSNorm",
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "CircularPad1d", "CircularPad2d",
     "ConstantPad1d", "ConstantPad2d", "ReflectionPad1d", "ReflectionPad2d",
     "ReplicationPad1d", "ReplicationPad2d", "ZeroPad1d", "ZeroPad2d",

@@ -73,3 +73,29 @@ class InstanceNorm1d(_InstanceNormForward, torch.nn.InstanceNorm1d):
 class InstanceNorm2d(_InstanceNormForward, torch.nn.InstanceNorm2d):
     """:class:`torch.nn.InstanceNorm2d` through :func:`trainer.functional.group_norm`, one
     group per channel; with ``track_running_stats=True``, torch's own."""
+
+
+class LocalResponseNorm(torch.nn.LocalResponseNorm):
+    r""":class:`torch.nn.LocalResponseNorm` as a composition of explicit rules, no Function of
+    its own:
+
+        b_c = a_c / (k + α · mean_{c′ ∈ W(c)} a_{c′}²)^β,   W(c) = c − ⌊n/2⌋ … c + ⌊(n−1)/2⌋
+
+    over the channels (dim 1) of a (N, C, *) input, the window zero-padded at the ends (the
+    mean still divides by n, as torch's). mul (a²), pad and avg_pool2d with an (n, 1) window
+    over the (N, 1, C, ∏*) view, mul and add (α·m + k), pow (^β) and div: each gradient is
+    that rule's, and what is saved is theirs: a (for a² and for div, no copy), pow's base
+    α·m + k and div's divisor, two buffers of a's size (torch's own composition keeps more).
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if input.dim() < 3:
+            raise ShapeError(f"{self!r}: expected input of shape (N, C, *) with 3 or more "
+                             f"dims, got {shape_str(input)}")
+        if input.numel() == 0:  # as torch's
+            return input
+        size = self.size
+        squares = F.mul(input, input).reshape(input.shape[0], 1, input.shape[1], -1)
+        padded = F.pad(squares, (0, 0, size // 2, (size - 1) // 2))
+        mean = F.avg_pool2d(padded, (size, 1), stride=1).reshape(input.shape)
+        return F.div(input, F.pow(F.add(F.mul(mean, self.alpha), self.k), self.beta))

@@ -87,7 +87,9 @@ RULES: tuple[Rule, ...] = (
          examples=ex.pool(1, "avg")),
     Rule(name="avg_pool2d", function=pool.AvgPool2d,
          stands_for=("torch.nn.functional.avg_pool2d",),
-         twins=("trainer.nn.pool.AvgPool2d",),
+         # LocalResponseNorm: a composition (mul, pad, avg_pool2d, add, pow, div), no row of
+         # its own; listed with the op that takes its channel window, so convert finds it
+         twins=("trainer.nn.pool.AvgPool2d", "trainer.nn.norm_more.LocalResponseNorm"),
          grads=("input: conv_transpose2d(g / D, ones)  (D: the window's divisor)",),
          saves="nothing: D comes back from the shapes and options",
          examples=ex.pool(2, "avg")),
