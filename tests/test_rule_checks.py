@@ -27,6 +27,8 @@ def example(rule: rules.Rule, index: int, dtype: torch.dtype = torch.float64) ->
     def cast(value):
         if isinstance(value, Tensor) and value.is_floating_point():
             return value.detach().to(dtype).requires_grad_(value.requires_grad)
+        if isinstance(value, (list, tuple)):  # torch.lstm's hx and params: lists of tensors
+            return type(value)(map(cast, value))
         return value
 
     return Example(tuple(map(cast, chosen.args)),

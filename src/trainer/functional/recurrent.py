@@ -64,7 +64,7 @@ def _run_layers(op: str, input: Tensor, hx: list[Tensor], params: list[Tensor],
                           hidden, gates, out_size, w_ih, w_hh, b_ih, b_hh, w_hr)
             if lstm:
                 y, h, c, _, _ = LSTMLayer.apply(x, h0s[k], c0s[k], w_ih, w_hh, b_ih, b_hh, w_hr,
-                                                bool(d), True)
+                                                bool(d), not proj)  # native fuses w/o proj
                 finals_c.append(c)
             elif op == "gru":
                 y, h, _ = GRULayer.apply(x, h0s[k], w_ih, w_hh, b_ih, b_hh, bool(d))
