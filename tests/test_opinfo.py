@@ -47,6 +47,9 @@ DECLINED: dict[str, tuple[Callable[[object], bool], str]] = {
     "einsum": (_einsum_diagonal, "a subscript repeated within one operand (a diagonal)"),
     "div.trunc_rounding": (lambda sample: True, "rounding division: no rule"),
     "div.floor_rounding": (lambda sample: True, "rounding division: no rule"),
+    "nn.functional.interpolate.bicubic": (lambda sample: True, "bicubic: no rule yet"),
+    "nn.functional.interpolate.area": (lambda sample: sample.input.dim() == 5,
+                                       "3-D area (adaptive_avg_pool3d): no rule yet"),
 }
 
 
