@@ -14,7 +14,7 @@ CONFIG_DIR = config.config_dir()
 GROUPS = ("model", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks",
           "experiment")
 #: Overrides that options with a required key (`???`) need to compose.
-REQUIRED = {("data", "tensors"): ["data.path=mine.npz"]}
+REQUIRED = {("data", "tensors"): ["data.path=mine.npz"], ("data", "text"): ["data.path=mine.txt"]}
 
 
 @pytest.fixture(scope="module")

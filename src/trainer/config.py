@@ -294,6 +294,30 @@ class TensorsConfig(_DataConfig):
     num_classes: int | None = checked(None, optional(at_least(2)))  # None: max label + 1
 
 
+@dataclass
+class _TextConfig:
+    """Character-level text for a language model (trainer.data.text): random windows."""
+
+    block_size: int = checked(64, at_least(1))  # characters a model reads: input_shape
+    batch_size: int = checked(12, at_least(1))
+    train_batches: int = checked(250, at_least(1))  # batches per epoch, between validations
+    eval_batches: int = checked(20, at_least(1))  # the same batches every validation (and test)
+    val_fraction: float = checked(0.1, in_range(0.01, 0.5))  # the text's last part validates
+    # Seeds the val/test windows, fixed so runs that differ in `seed` share them; null: `seed`.
+    split_seed: int | None = checked(0, at_least(0))
+
+
+@dataclass
+class ShakespeareCharConfig(_TextConfig):
+    name: str = _named("shakespeare_char")
+
+
+@dataclass
+class TextConfig(_TextConfig):
+    name: str = _named("text")
+    path: str = MISSING  # any UTF-8 text file
+
+
 # --------------------------------------------------------------------------------------------
 # optimizer/ and scheduler/
 # --------------------------------------------------------------------------------------------
@@ -491,7 +515,8 @@ SCHEMAS: dict[str, dict[str, type]] = {
               "attention": AttentionConfig, "gpt": GPTConfig},
     "data": {"digits": DigitsConfig, "mnist1d": MNIST1DConfig, "moons": MoonsConfig,
              "spirals": SpiralsConfig, "fashion_mnist": FashionMNISTConfig, "mnist": MNISTConfig,
-             "tensors": TensorsConfig},
+             "tensors": TensorsConfig, "shakespeare_char": ShakespeareCharConfig,
+             "text": TextConfig},
     "optimizer": {"sgd": SGDConfig, "adam": AdamConfig, "adamw": AdamWConfig},
     "scheduler": {"none": NoSchedulerConfig, "cosine": CosineConfig, "step": StepConfig},
     "trainer": {"trainer": TrainerConfig},

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -391,6 +392,8 @@ def test_built_wheel_runs_from_outside_the_repo(tmp_path):
                                timeout=600)
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next(dist.glob("trainer-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:  # data=shakespeare_char's text ships inside
+        assert "trainer/data/corpora/shakespeare.txt.gz" in archive.namelist()
     venv = tmp_path / "venv"
     python = isolated_venv(venv)
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--force-reinstall",
