@@ -584,3 +584,60 @@ def test_explicit_leaves_builtin_options_the_functional_lacks_to_torch():
     assert not report.explicit
     assert torch.equal(y, torch.full_like(y, -1.0))
     torch.testing.assert_close(z, torch._C._nn.elu(x.detach(), 1.0, 2.0))
+
+
+# -- prelu --------------------------------------------------------------------------------------
+
+PRELU_CASES = [((4, 3, 5), (3,)), ((4, 3, 5), (1,)), ((4, 3), ()), ((2, 3, 2, 2), (3,)),
+               ((5,), (1,)), ((), ()), ((0, 3), (3,)), ((2, 1, 4), (1,))]
+
+
+@pytest.mark.parametrize("x_shape,w_shape", PRELU_CASES, ids=str)
+def test_prelu_matches_torch_for_every_slope_layout(x_shape, w_shape):
+    x = randn(*x_shape, dtype=torch.float64)
+    w = randn(*w_shape, dtype=torch.float64, scale=0.5)
+    testing.assert_matches_reference(F.prelu, torch_F.prelu, x, w)
+    testing.assert_gradcheck(F.prelu, x, w)  # and gradgradcheck
+
+
+def test_prelu_kink_and_nan_follow_torch():
+    x = torch.tensor([0.0, -0.0, NAN, 1e-30, -1e-30, -2.0], dtype=torch.float64,
+                     requires_grad=True)
+    w = torch.tensor([0.3], dtype=torch.float64, requires_grad=True)
+    testing.assert_matches_reference(F.prelu, torch_F.prelu, x, w, equal_nan=True)
+    (gx,) = torch.autograd.grad(F.prelu(x, w).sum(), x)
+    assert gx.tolist()[:2] == [0.3, 0.3]  # slope w at x = 0, as torch
+
+
+def test_prelu_keeps_x_only_for_the_slopes_gradient():
+    x, w = randn(8, 4, 16), randn(4)
+    assert testing.saved_bytes(lambda: F.prelu(x, w)) == x.nbytes + w.nbytes  # as torch
+    frozen = w.detach()
+    assert testing.saved_bytes(lambda: F.prelu(x, frozen)) == x.numel() + w.nbytes  # bool m
+    only_w = x.detach()
+    assert testing.saved_bytes(lambda: F.prelu(only_w, w)) == x.nbytes
+
+
+def test_prelu_refuses_a_slope_count_that_is_no_channel_count():
+    with pytest.raises(RuntimeError, match="Mismatch of parameter numbers"):  # torch's
+        torch_F.prelu(randn(4, 3), randn(2))
+    with pytest.raises(RuntimeError, match=r"prelu: expected weight of 1 or 3 entries.*input "
+                                           r"\(4, 3\).*got weight \(2\)"):
+        F.prelu(randn(4, 3), randn(2))
+    with pytest.raises(RuntimeError, match=r"prelu: expected weight of 1 or 3.*weight \(3, 1\)"):
+        F.prelu(randn(4, 3), randn(3, 1))
+
+
+@pytest.mark.parametrize("num_parameters", [1, 3])
+def test_prelu_twin_learns_torchs_slopes(num_parameters):
+    native = torch.nn.PReLU(num_parameters, init=0.1).double()
+    explicit, report = nn.convert(native)
+    assert type(explicit) is twins.PReLU and report.complete
+    assert explicit.state_dict().keys() == {"weight"}  # torch's parameter and init
+    assert torch.equal(explicit.weight, torch.full((num_parameters,), 0.1, dtype=torch.float64))
+    x = randn(4, 3, 5, dtype=torch.float64)
+    testing.assert_matches_reference(explicit, native, x)
+    testing.assert_explicit_graph(explicit(x))
+    with trainer.explicit(strict=True) as report:  # torch.prelu and Tensor.prelu, routed
+        torch.prelu(x, native.weight).sum() + x.prelu(native.weight).sum()
+    assert report.explicit["prelu"] == 2

@@ -160,16 +160,16 @@ class KLDiv(Function):
         ctx.save_for_backward(input if ctx.needs_input_grad[1] else None, target)
         ctx.input_shape, ctx.target_shape = input.shape, target.shape
         ctx.reduction, ctx.log_target = reduction, log_target
-        shape = torch.broadcast_shapes(input.shape, target.shape)
+        ctx.shape = torch.broadcast_shapes(input.shape, target.shape)
         ctx.count = (input.shape[0] if input.dim() else 1) if reduction == "batchmean" \
-            else shape.numel()
+            else ctx.shape.numel()
 
     @staticmethod
     def backward(ctx, g: Tensor):
         x, y = ctx.saved_tensors
         need_x, need_y = ctx.needs_input_grad[:2]
         x, y = to_dtype(x, g.dtype), to_dtype(y, g.dtype)
-        g = per_element(g, ctx.reduction, ctx.count)
+        g = per_element(g, ctx.reduction, ctx.count).expand(ctx.shape)  # g_i for every i
         p = torch.exp(y) if ctx.log_target else y  # the target's probability
         grad_x = grad_y = None
         if need_x:
