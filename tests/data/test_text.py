@@ -96,6 +96,8 @@ def test_vocabulary_travels_in_the_state_dict_and_refuses_another_text(tmp_path)
         text_module(tmp_path, PROSE.upper()).load_state_dict(state)
     assert refused.value.key == "data.path" and "not the checkpoint's" in refused.value.problem
     assert vocab_from_checkpoint({"hyper_parameters": {"vocab": state["vocab"]}}) == module.vocab
+    with pytest.raises(ValueError, match="no vocabulary in this checkpoint"):
+        vocab_from_checkpoint({"state_dict": {}})
 
 
 # -- splits and windows --------------------------------------------------------------------------
@@ -178,6 +180,21 @@ def test_validation_batches_are_the_same_every_time_and_for_every_run_seed(tmp_p
                for a, b, c in zip(first, again, other_run))
     test = batches(module.test_dataloader())  # other windows of the same (val) text
     assert len(test) == 5 and not torch.equal(test[0][0], first[0][0])
+
+
+def test_under_ddp_each_rank_draws_batches_of_its_own(tmp_path, monkeypatch):
+    import trainer.data.text as text
+
+    module = text_module(tmp_path, block_size=16, train_batches=2, eval_batches=5)
+    drawn = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(text, "_rank_and_world", lambda rank=rank: (rank, 2))
+        train = module.train_dataloader()
+        train.sampler.set_epoch(1)
+        assert list(train.sampler) == [2 * 2 + rank, 3 * 2 + rank]  # (epoch·2 + k)·world + rank
+        drawn[rank] = batches(train)
+        assert len(module.val_dataloader()) == (3, 2)[rank]  # 5 fixed batches, split by rank
+    assert not torch.equal(drawn[0][0][0], drawn[1][0][0])
 
 
 class Recorder(L.LightningModule):
