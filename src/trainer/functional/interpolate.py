@@ -51,49 +51,41 @@ class _Plan(NamedTuple):
     align_corners: bool
 
 
-# --- the source positions of each output, per dim, as native's forward computes them ----------
+# --- where each output reads, per dim, as native's forward reads it -----------------------------
 
 
-def _ratio(size: int, out: int, scale: float | None, align_corners: bool, dtype) -> Tensor:
-    """Input step per output step: (in − 1)/(out − 1) with align_corners, else 1/scale when a
-    scale factor was given, else in/out; in ``dtype``, as native computes it."""
-    if align_corners:
-        if out < 2:
-            return torch.zeros((), dtype=dtype)
-        value = torch.tensor(size - 1, dtype=dtype) / (out - 1)
-    elif scale is not None and scale > 0:
-        value = torch.tensor(1.0 / scale, dtype=dtype)
-    else:
-        value = torch.tensor(size, dtype=dtype) / out
-    return value
+def _run(input: Tensor, plan: _Plan) -> Tensor:
+    """Native's forward kernel for the plan."""
+    kernel = _KERNELS[(plan.kind, len(plan.output_size))]
+    # it takes one of the two; from the scales it works out the same sizes
+    sizes = None if plan.scales is not None else list(plan.output_size)
+    scales = None if plan.scales is None else list(plan.scales)
+    if plan.kind == "linear":
+        return kernel(input, sizes, plan.align_corners, scales)
+    return kernel(input, sizes, scales)
 
 
-def nearest_source(kind: str, size: int, out: int, scale: float | None, dtype: torch.dtype,
-                   device) -> Tensor:
-    """src(o), (out,) int64, as native's forward picks it: its own kernel run on the positions
-    0 … in − 1 (y = x[src], so the kernel maps the positions to src). The formula, ⌊o·r⌋ or
-    ⌊(o + ½)·r⌋, rounds its float opmath differently per dtype, build and device (a fused
-    multiply-add here, float32 there), and a nearest index has no slack: reading it off the
-    forward is the one way to get the index the forward used. ``dtype``: native's opmath,
-    float64 for float64 inputs, else float32 (exact for positions up to 2²⁴)."""
-    positions = torch.arange(size, dtype=dtype, device=device).reshape(1, 1, size)
-    sizes, scales = ([out], None) if scale is None else (None, [scale])
-    return _KERNELS[(kind, 1)](positions, sizes, scales).reshape(out).long()
+def source_positions(plan: _Plan, spatial: tuple[int, ...], d: int, dtype: torch.dtype,
+                     device) -> Tensor:
+    """(out_d,): the position along dim d that each output reads, src(o) for nearest, the
+    fractional real(o) = i0 + λ for the linear modes: native's forward run on one plane whose
+    entries are their own coordinate along d (each mode maps a line of positions to the
+    positions it reads). ``dtype``: native's opmath, float64 for float64 inputs, else float32
+    (exact up to 2²⁴ positions)."""
+    line = [1] * len(spatial)
+    line[d] = spatial[d]
+    positions = torch.arange(spatial[d], dtype=dtype, device=device).reshape(1, 1, *line)
+    read = _run(positions.expand(1, 1, *spatial).contiguous(), plan)[0, 0]
+    return read[tuple(slice(None) if k == d else 0 for k in range(len(spatial)))]
 
 
-def linear_weights(size: int, out: int, scale: float | None, align_corners: bool,
-                   dtype: torch.dtype, device) -> Tensor:
-    """A, (out, size): row o holds 1 − λ at i0 and λ at i1 = min(i0 + 1, in − 1), where
-    real = r·o (align_corners) or max(r·(o + ½) − ½, 0), i0 = min(⌊real⌋, in − 1) and
-    λ = clamp(real − i0, 0, 1); r = _ratio in ``dtype`` (float32 for float32 and half inputs,
-    as native's opmath)."""
-    ratio = _ratio(size, out, scale, align_corners, dtype).to(device)
-    o = torch.arange(out, device=device, dtype=dtype)
-    real = ratio * o if align_corners else (ratio * (o + 0.5) - 0.5).clamp(min=0)
-    i0 = real.floor().long().clamp(max=size - 1)
-    lam = (real - i0.to(dtype)).clamp(0, 1)
+def linear_matrix(real: Tensor, size: int) -> Tensor:
+    """A, (out, size) from the positions real(o) = i0 + λ: 1 − λ at i0 = ⌊real⌋ and λ at
+    i1 = min(i0 + 1, in − 1) on row o."""
+    i0 = real.floor().clamp(0, size - 1)
+    lam = real - i0
     i1 = (i0 + 1).clamp(max=size - 1)
-    position = torch.arange(size, device=device)
+    position = torch.arange(size, device=real.device, dtype=real.dtype)
     return ((position == i0[:, None]) * (1 - lam)[:, None]
             + (position == i1[:, None]) * lam[:, None])
 
@@ -117,6 +109,11 @@ class Interpolate(Function):
             real = o·r (align_corners) or max((o + ½)·r − ½, 0),  i0 = ⌊real⌋,  λ = real − i0
         r = (in − 1)/(out − 1) with align_corners, else 1/scale_factor where one is given
             (and not recomputed), else in/out
+    src(o) and real(o) are read off native's forward run on the positions themselves (a plane
+    holding each entry's own coordinate along d): native rounds them in float opmath, with
+    a fused multiply-add on some builds, and some of its kernels read out = in as the
+    identity whatever the scale factor. A nearest index has no slack for any of that, so the
+    gradient is the transpose of the map the forward really applied.
 
     Backward, with g = ∂L/∂y: the same contraction with each A_d transposed,
         ∂L/∂x = g ×_d A_dᵀ
@@ -124,20 +121,15 @@ class Interpolate(Function):
     outputs add up; their gradient with respect to g is an index_select, so double backward
     works); linear: one matmul per dim (in float32 for half inputs, as native accumulates).
 
-    Saves: nothing; src and A come back from the sizes, the scale factors and align_corners.
+    Saves: nothing; src and A come back from the sizes, the scale factors and align_corners
+    (one forward of a single plane per dim in backward).
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(input: Tensor, plan: _Plan) -> Tensor:
-        kernel = _KERNELS[(plan.kind, len(plan.output_size))]
-        # native's kernel takes one of the two; from the scales it works out the same sizes
-        sizes = None if plan.scales is not None else list(plan.output_size)
-        scales = None if plan.scales is None else list(plan.scales)
-        if plan.kind == "linear":
-            return kernel(input, sizes, plan.align_corners, scales)
-        return kernel(input, sizes, scales)
+        return _run(input, plan)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -148,22 +140,16 @@ class Interpolate(Function):
     def backward(ctx, g: Tensor):
         if not ctx.needs_input_grad[0]:
             return None, None
-        plan, shape = ctx.plan, ctx.input_shape
-        rank = len(plan.output_size)
+        plan, spatial = ctx.plan, ctx.input_shape[2:]
         opmath = torch.float64 if g.dtype == torch.float64 else torch.float32
-        grad = g.to(opmath) if plan.kind == "linear" else g
-        for d in range(rank):
-            dim, size = 2 + d, shape[2 + d]
-            scale = None if plan.scales is None else plan.scales[d]
-            if plan.kind == "linear":
-                weights = linear_weights(size, plan.output_size[d], scale, plan.align_corners,
-                                         opmath, g.device)
-                grad = _along(grad, dim, weights)  # ×_d A_dᵀ: (…, out_d, …) -> (…, in_d, …)
-            else:
-                src = nearest_source(plan.kind, size, plan.output_size[d], scale, opmath,
-                                     g.device)
-                zeros = grad.new_zeros(*grad.shape[:dim], size, *grad.shape[dim + 1:])
-                grad = zeros.index_add(dim, src, grad)
+        grad = g.to(opmath) if plan.kind == "linear" else g  # native accumulates half in float
+        for d, size in enumerate(spatial):
+            read = source_positions(plan, spatial, d, opmath, g.device)
+            if plan.kind == "linear":  # ×_d A_dᵀ: (…, out_d, …) -> (…, in_d, …)
+                grad = _along(grad, 2 + d, linear_matrix(read, size))
+            else:  # index_add of g at src along d
+                zeros = grad.new_zeros(*grad.shape[:2 + d], size, *grad.shape[3 + d:])
+                grad = zeros.index_add(2 + d, read.long(), grad)
         return grad.to(g.dtype), None
 
 
