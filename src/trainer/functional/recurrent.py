@@ -30,9 +30,6 @@ def _run_layers(op: str, input: Tensor, hx: list[Tensor], params: list[Tensor],
     """A stack of ``num_layers`` layers, each one Function per direction, with dropout on each
     layer's output but the last (in training): torch.lstm's, torch.gru's and torch.rnn_*'s
     semantics, their state list ``hx`` ((h0,) or (h0, c0)) and flat ``params``."""
-    if isinstance(hx, Tensor) and isinstance(params, Tensor):  # torch.X(data, batch_sizes, ...)
-        raise TypeError(f"{op}: a packed sequence (data, batch_sizes) is not supported by the "
-                        "explicit recurrent layers; pad it and pass the padded tensor")
     check_sequence(op, input, batch_first)
     x = SwapTime.apply(input) if batch_first else input
     steps, batch = x.shape[0], x.shape[1]
@@ -81,12 +78,20 @@ def _run_layers(op: str, input: Tensor, hx: list[Tensor], params: list[Tensor],
     return output, Stack.apply(*finals_h)
 
 
+def _refuse_packed(op: str, packed: bool) -> None:
+    """torch.X(data, batch_sizes, hx, params, ...), the packed overload: refused."""
+    if packed:
+        raise TypeError(f"{op}: a packed sequence (data, batch_sizes) is not supported by the "
+                        "explicit recurrent layers; pad it and pass the padded tensor")
+
+
 def lstm(input: Tensor, hx: list[Tensor], params: list[Tensor], has_biases: bool,
          num_layers: int, dropout: float, train: bool, bidirectional: bool,
          batch_first: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Explicit twin of ``torch.lstm`` (what ``nn.LSTM`` calls): ``hx`` = (h0, c0), params
     per layer and direction (w_ih, w_hh[, b_ih, b_hh][, w_hr]); a projection where h0 is
     narrower than c0. Returns (output, h_n, c_n)."""
+    _refuse_packed("lstm", isinstance(hx, Tensor))
     if not isinstance(hx, (list, tuple)) or len(hx) != 2:
         raise fail("lstm", "hx as a pair (h0, c0)", f"hx {_what(hx)}")
     return _run_layers("lstm", input, list(hx), params, has_biases, num_layers, dropout,
@@ -97,6 +102,7 @@ def gru(input: Tensor, hx: Tensor, params: list[Tensor], has_biases: bool, num_l
         dropout: float, train: bool, bidirectional: bool,
         batch_first: bool) -> tuple[Tensor, Tensor]:
     """Explicit twin of ``torch.gru`` (what ``nn.GRU`` calls). Returns (output, h_n)."""
+    _refuse_packed("gru", isinstance(params, Tensor))
     return _run_layers("gru", input, [hx], params, has_biases, num_layers, dropout, train,
                        bidirectional, batch_first)
 
@@ -105,6 +111,7 @@ def rnn_tanh(input: Tensor, hx: Tensor, params: list[Tensor], has_biases: bool,
              num_layers: int, dropout: float, train: bool, bidirectional: bool,
              batch_first: bool) -> tuple[Tensor, Tensor]:
     """Explicit twin of ``torch.rnn_tanh`` (``nn.RNN``). Returns (output, h_n)."""
+    _refuse_packed("rnn_tanh", isinstance(params, Tensor))
     return _run_layers("rnn_tanh", input, [hx], params, has_biases, num_layers, dropout,
                        train, bidirectional, batch_first, "tanh")
 
@@ -113,6 +120,7 @@ def rnn_relu(input: Tensor, hx: Tensor, params: list[Tensor], has_biases: bool,
              num_layers: int, dropout: float, train: bool, bidirectional: bool,
              batch_first: bool) -> tuple[Tensor, Tensor]:
     """Explicit twin of ``torch.rnn_relu`` (``nn.RNN(nonlinearity='relu')``)."""
+    _refuse_packed("rnn_relu", isinstance(params, Tensor))
     return _run_layers("rnn_relu", input, [hx], params, has_biases, num_layers, dropout,
                        train, bidirectional, batch_first, "relu")
 
