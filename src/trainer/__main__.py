@@ -43,6 +43,14 @@ def check_model_fits_data(cfg: DictConfig) -> None:
     datamodule = data.build(config.to_plain(cfg.data), seed=0)
     model = models.build(config.to_plain(cfg.model), datamodule.input_shape,
                          datamodule.num_classes)
+    reads_text = getattr(datamodule, "task", "classify") == "next_token"
+    if reads_text != hasattr(model, "hidden"):  # a language model (model=gpt) has a body
+        raise config.ConfigError("model", f"model={cfg.model.name} does not fit "
+                                 f"data={cfg.data.name}: " + (
+                                     "a text data set trains a language model (model=gpt)"
+                                     if reads_text else
+                                     f"{cfg.model.name} is a language model: it needs a text "
+                                     "data set (data=shakespeare_char or data=text)"))
     if cfg.get("ckpt_path"):
         checkpoint = check_resumable(cfg.ckpt_path, model)
         if cfg.mode == "fit":
@@ -87,7 +95,6 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from trainer import callbacks, console, data, loggers
     from trainer.callbacks.checkpointing import AtomicCheckpointIO, RandomState
     from trainer.callbacks.nan_guard import NanGuard, NonFiniteError
-    from trainer.recipe import Recipe
 
     config.validate(cfg)
     hydra_config = HydraConfig.get()
@@ -109,10 +116,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer_options = dict(plain["trainer"])
     accumulate = trainer_options.pop("accumulate_grad_batches")  # the recipe steps, not Lightning
     datamodule = data.build(plain["data"], seed=plain["seed"])
-    recipe = Recipe(plain["model"], plain["optimizer"], plain["scheduler"],
-                    input_shape=list(datamodule.input_shape),
-                    num_classes=datamodule.num_classes, config=plain,
-                    accumulate_grad_batches=accumulate)
+    recipe = recipe_for(plain, datamodule, accumulate)
     tensorboard = plain["logger"]["name"] == "tensorboard"
     logger = loggers.build(plain["logger"]["name"], run_dir)
     overridden = [runs.override_key(o) for o in hydra_config.overrides.task]
@@ -154,6 +158,23 @@ def run(cfg: DictConfig) -> dict[str, float]:
                **fit_summary(trainer), "best_checkpoint": saved["best"],
                "last_checkpoint": saved["last"]}
     return report(trainer, results[0] if results else {}, run_dir, summary, tensorboard)
+
+
+def recipe_for(plain: dict, datamodule, accumulate: int):
+    """The recipe for what the data teaches: a classifier's, or (a text datamodule) a
+    language model's, which keeps the vocabulary and the sample settings."""
+    options = dict(input_shape=list(datamodule.input_shape),
+                   num_classes=datamodule.num_classes, config=plain,
+                   accumulate_grad_batches=accumulate)
+    if getattr(datamodule, "task", "classify") == "next_token":
+        from trainer.language_model import LanguageModelRecipe
+
+        return LanguageModelRecipe(plain["model"], plain["optimizer"], plain["scheduler"],
+                                   vocab=list(datamodule.vocab.chars), sample=plain["sample"],
+                                   **options)
+    from trainer.recipe import Recipe
+
+    return Recipe(plain["model"], plain["optimizer"], plain["scheduler"], **options)
 
 
 def fit_summary(trainer) -> dict:

@@ -484,6 +484,17 @@ class CallbacksConfig:
     pictures: PicturesConfig = field(default_factory=PicturesConfig)
 
 
+@dataclass
+class SampleConfig:
+    """What a language model writes: at each validation (TensorBoard's TEXT tab) and from
+    ``python -m trainer.sample``."""
+
+    prompt: str = "\n"
+    max_new_tokens: int = checked(200, at_least(0))  # 0: no sample at validation
+    temperature: float = checked(0.8, greater_than(0.0))
+    top_k: int | None = checked(200, optional(at_least(1)))  # None: the whole vocabulary
+
+
 # --------------------------------------------------------------------------------------------
 # The whole config
 # --------------------------------------------------------------------------------------------
@@ -507,12 +518,13 @@ class Config:
     test_ckpt: str = checked("best", one_of("best", "last"))  # weights the test stage uses
     verbose: bool = False  # Lightning's own messages (devices, model summary, tips) too
     experiment: str | None = None  # set by experiment/<name>.yaml, for the run's name
+    sample: SampleConfig = field(default_factory=SampleConfig)  # language models' samples
 
 
 #: group -> option name -> schema. The keys are the groups' options in conf/.
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "cnn1d": CNN1dConfig,
-              "attention": AttentionConfig, "gpt": GPTConfig},
+              "attention": AttentionConfig, "gpt": GPTConfig, "rnn": RNNConfig},
     "data": {"digits": DigitsConfig, "mnist1d": MNIST1DConfig, "moons": MoonsConfig,
              "spirals": SpiralsConfig, "fashion_mnist": FashionMNISTConfig, "mnist": MNISTConfig,
              "tensors": TensorsConfig, "shakespeare_char": ShakespeareCharConfig,

@@ -96,6 +96,9 @@ class Recipe(L.LightningModule):
         config: the whole run's config, kept in the checkpoint for the record.
     """
 
+    #: What it learns (callbacks that draw a classifier's pictures look for "classify").
+    task = "classify"
+
     def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any],
                  scheduler: Mapping[str, Any] | None = None, *, input_shape: Sequence[int],
                  num_classes: int, config: Mapping[str, Any] | None = None,
@@ -106,12 +109,15 @@ class Recipe(L.LightningModule):
         self.automatic_optimization = False
         self.model = models.build(model, input_shape, num_classes)
         self.loss = nn.CrossEntropyLoss()
-        # One confusion matrix per stage; accuracy and F1 are read off it at the epoch's end
-        # (see scores). Attributes, not a ModuleDict: "train" is a Module method name.
+        self.build_metrics(num_classes)
+        self._accumulated = 0  # batches whose gradients wait for the next optimizer step
+
+    def build_metrics(self, num_classes: int) -> None:
+        """One confusion matrix per stage; accuracy and F1 are read off it at the epoch's end
+        (see :func:`scores`). Attributes, not a ModuleDict: "train" is a Module method name."""
         self.train_confusion = MulticlassConfusionMatrix(num_classes)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
-        self._accumulated = 0  # batches whose gradients wait for the next optimizer step
 
     # -- the recipe ------------------------------------------------------------------------------
 
@@ -211,8 +217,12 @@ class Recipe(L.LightningModule):
         """Class probabilities for each input."""
         return F.softmax(self.cook(batch[0]), dim=-1)
 
+    def parameter_groups(self):
+        """What the optimizer steps: every parameter, one group."""
+        return self.parameters()
+
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.parameters(), self.hparams.optimizer)
+        optimizer = build_optimizer(self.parameter_groups(), self.hparams.optimizer)
         scheduler = dict(self.hparams.scheduler or {"name": "none"})
         name = scheduler["name"]
         if name == "none":

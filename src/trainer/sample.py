@@ -1,8 +1,13 @@
 """Text from a trained language model: ``generate`` continues token ids one sampled token at a
 time, as nanoGPT's ``GPT.generate`` does.
 
-(The ``python -m trainer.sample`` command line, which loads a checkpoint and decodes the ids
-to text, waits for the language-model recipe and its checkpoints.)
+From the command line, a checkpoint of ``python -m trainer experiment=shakespeare_char``
+continues a prompt (the vocabulary comes from the checkpoint; no text is needed)::
+
+    python -m trainer.sample ckpt_path=<run>/checkpoints/best.ckpt prompt="ROMEO:" \
+        max_new_tokens=500 temperature=0.8 top_k=200 seed=0
+
+Keys not given take the run's ``sample`` settings. A bad key or value: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -54,4 +59,63 @@ def generate(model: torch.nn.Module, idx: Tensor, max_new_tokens: int, temperatu
     return idx
 
 
-__all__ = ["generate"]
+#: The command line's keys, and how each value is read.
+KEYS = {"ckpt_path": str, "prompt": str, "max_new_tokens": int, "temperature": float,
+        "top_k": int, "seed": int, "device": str}
+
+
+def parse(argv: list[str]) -> dict:
+    """``key=value`` arguments -> ``{key: value}``; a refusal names the key."""
+    from trainer.config import ConfigError
+
+    options = {}
+    for argument in argv:
+        key, sep, value = argument.partition("=")
+        if not sep or key not in KEYS:
+            raise ConfigError(key or argument, f"expected key=value with a key among "
+                              f"{', '.join(KEYS)}; got {argument!r}")
+        try:
+            options[key] = KEYS[key](value)
+        except ValueError:
+            raise ConfigError(key, f"must be {KEYS[key].__name__}, got {value!r}") from None
+    if "ckpt_path" not in options:
+        raise ConfigError("ckpt_path", "give the checkpoint to sample from: "
+                          "ckpt_path=<run>/checkpoints/best.ckpt")
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m trainer.sample ckpt_path=... [prompt=...] [max_new_tokens=...] ...``"""
+    import sys
+
+    from trainer.callbacks.checkpointing import CheckpointError
+    from trainer.config import ConfigError
+
+    try:
+        options = parse(list(sys.argv[1:] if argv is None else argv))
+        from trainer.language_model import LanguageModelRecipe
+
+        path, device = options.pop("ckpt_path"), options.pop("device", "cpu")
+        try:
+            recipe = LanguageModelRecipe.load_from_checkpoint(path, map_location=device,
+                                                              weights_only=True)
+        except FileNotFoundError:
+            raise ConfigError("ckpt_path", f"{path}: no such file") from None
+        except (KeyError, TypeError) as error:
+            raise ConfigError("ckpt_path", f"{path}: not a language model's checkpoint "
+                              f"({type(error).__name__}: {error})") from None
+        unknown = set(options.get("prompt", "")) - set(recipe.hparams.vocab)
+        if unknown:
+            raise ConfigError("prompt", f"characters outside the model's vocabulary: "
+                              f"{''.join(sorted(unknown))!r}")
+        print(recipe.sample_text(**options))
+    except (ConfigError, CheckpointError) as error:
+        print(f"error: {error.key}: {error.problem}", file=sys.stderr)
+        sys.exit(2)
+
+
+__all__ = ["generate", "main"]
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,11 @@ from trainer.recipe import Recipe
 # The default recipe (digits, MLP with BatchNorm and dropout 0.1, AdamW, cosine per step), cut
 # to 4 epochs of 21 steps: dropout makes the run depend on the restored RNG state.
 RUN = ("trainer.max_epochs=4", "seed=7")
+# A language model (a tiny GPT on the shipped Shakespeare), 4 epochs of 21 steps: its batches
+# are drawn from (seed, step), so a resumed run must draw the unbroken run's.
+LANGUAGE_MODEL_RUN = ("experiment=shakespeare_char", "trainer.max_epochs=4",
+                      "data.train_batches=21", "data.eval_batches=2", "model.n_layer=1",
+                      "model.n_embd=32", "model.n_head=2", "sample.max_new_tokens=8", "seed=7")
 
 
 def final_state(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -39,7 +44,8 @@ def final_state(run_dir: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return metrics, weights
 
 
-def test_killed_run_resumed_from_last_ckpt_ends_identical_to_the_unbroken_run(tmp_path):
+@pytest.mark.parametrize("RUN", [RUN, LANGUAGE_MODEL_RUN], ids=["classifier", "language_model"])
+def test_killed_run_resumed_from_last_ckpt_ends_identical_to_the_unbroken_run(tmp_path, RUN):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     unbroken = subprocess.Popen(trainer_command(*RUN, f"hydra.run.dir={whole}"), cwd=tmp_path,
                                 env=trainer_env(), stdout=subprocess.DEVNULL,

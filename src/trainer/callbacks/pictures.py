@@ -57,6 +57,7 @@ class Pictures(Callback):
         epoch = trainer.current_epoch
         last = (trainer.max_epochs or 0) > 0 and epoch + 1 >= trainer.max_epochs  # -1: no end
         self._active = (not trainer.sanity_checking and _tensorboard(trainer) is not None
+                        and getattr(pl_module, "task", "classify") == "classify"
                         and (epoch % self.every_n_epochs == 0 or last))
         if not self._active:
             return
