@@ -53,11 +53,22 @@ class _LayersForward:
         return torch.zeros(layers, batch, size, dtype=input.dtype, device=input.device)
 
     def _states(self, hx, batched: bool):
-        if hx is None or batched:
+        if hx is None:
             return hx
-        if isinstance(hx, tuple):
-            return tuple(_unsqueeze(h, 1) for h in hx)
-        return _unsqueeze(hx, 1)
+        pair = isinstance(self, torch.nn.LSTM)
+        states = tuple(hx) if pair and isinstance(hx, (tuple, list)) else (hx,)
+        sizes = [getattr(self, "proj_size", 0) or self.hidden_size, self.hidden_size][:len(states)]
+        lead = (self.num_layers * (2 if self.bidirectional else 1),)
+        for i, (h, size) in enumerate(zip(states, sizes)):
+            if not isinstance(h, Tensor) or h.dim() != (3 if batched else 2) or (
+                    h.shape[0], h.shape[-1]) != (lead[0], size) or len(states) != 1 + pair:
+                name = f"hx[{i}]" if pair else "hx"
+                got = shape_str(h) if isinstance(h, Tensor) else type(h).__name__
+                expected = f"({lead[0]}, N, {size})" if batched else f"({lead[0]}, {size})"
+                raise ShapeError(f"{self!r}: expected {name} of shape {expected}, got {got}")
+        if not batched:
+            states = tuple(_unsqueeze(h, 1) for h in states)
+        return states if pair else states[0]
 
     def _finish(self, output: Tensor, states, batched: bool):
         if batched:
