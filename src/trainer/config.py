@@ -204,6 +204,16 @@ class AttentionConfig:
 
 
 @dataclass
+class RNNConfig:
+    name: str = _named("rnn")
+    cell: str = checked("gru", one_of("gru", "lstm", "rnn"))
+    hidden: int = checked(64, at_least(1))
+    layers: int = checked(1, at_least(1))
+    bidirectional: bool = False
+    dropout: float = checked(0.0, in_range(0.0, 1.0, high_open=True))  # between layers
+
+
+@dataclass
 class GPTConfig:
     """nanoGPT's keys; n_head must divide n_embd (checked when the model is built)."""
 

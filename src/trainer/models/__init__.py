@@ -10,6 +10,7 @@ cnn        images ``(C, H, W)``                    Conv2d, BatchNorm2d, MaxPool2
 cnn1d      signals ``(C, L)``                      Conv1d, BatchNorm1d, MaxPool1d, MLP head
 attention  images (rows), signals (chunks), points  multi-head self-attention blocks
 gpt        token ids ``(T,)``, num_classes = vocab     nanoGPT: causal blocks, tied LM head
+rnn        signals (L steps), images (rows), points  GRU, LSTM or RNN, LayerNorm, Linear head
 =========  =====================================  =======================================
 """
 
@@ -25,6 +26,7 @@ from .common import ModelInputError
 from .conv import cnn, cnn1d
 from .gpt import gpt
 from .mlp import mlp
+from .rnn import rnn
 
 MODELS: dict[str, Callable[..., torch.nn.Module]] = {
     "mlp": mlp,
@@ -32,6 +34,7 @@ MODELS: dict[str, Callable[..., torch.nn.Module]] = {
     "cnn1d": cnn1d,
     "attention": attention,
     "gpt": gpt,
+    "rnn": rnn,
 }
 
 
@@ -48,9 +51,10 @@ def build(model: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
 def accepts(name: str, input_shape: Sequence[int], tokens: bool = False) -> bool:
     """Whether model ``name`` can take samples of ``input_shape``: with ``tokens``, integer
     token ids (only gpt takes them), otherwise float features (gpt takes none)."""
-    ranks = {"mlp": (1, 2, 3), "cnn": (3,), "cnn1d": (2,), "attention": (1, 2, 3), "gpt": (1,)}
+    ranks = {"mlp": (1, 2, 3), "cnn": (3,), "cnn1d": (2,), "attention": (1, 2, 3), "gpt": (1,),
+             "rnn": (1, 2, 3)}
     return (name == "gpt") == bool(tokens) and len(input_shape) in ranks[name]
 
 
 __all__ = ["MODELS", "ModelInputError", "accepts", "attention", "build", "cnn", "cnn1d", "gpt",
-           "mlp"]
+           "mlp", "rnn"]
