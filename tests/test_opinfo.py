@@ -30,8 +30,8 @@ def _norm_order(sample) -> object:
 
 
 def _einsum_diagonal(sample) -> bool:
-    matmul = importlib.import_module("trainer.functional.matmul")
-    return matmul.diagonal_subscripts(sample.input if isinstance(sample.input, str)
+    einsum = importlib.import_module("trainer.functional.einsum")
+    return einsum.diagonal_subscripts(sample.input if isinstance(sample.input, str)
                                       else sample.args[0])
 
 

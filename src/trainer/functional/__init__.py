@@ -24,6 +24,7 @@ from .softmax import log_softmax, softmax
 from . import activation_piecewise as _activation_piecewise
 from . import activation_smooth as _activation_smooth
 from . import adaptive_pool as _adaptive_pool
+from . import einsum as _einsum
 from . import matmul as _matmul
 from . import norm_more as _norm_more
 from . import padding as _padding
@@ -38,6 +39,7 @@ from . import loss_more as _loss_more
 from .activation_piecewise import *  # noqa: F403
 from .activation_smooth import *  # noqa: F403
 from .adaptive_pool import *  # noqa: F403
+from .einsum import *  # noqa: F403
 from .matmul import *  # noqa: F403
 from .norm_more import *  # noqa: F403
 from .padding import *  # noqa: F403
@@ -82,6 +84,7 @@ __all__ = [
     *_selection.__all__,
     *_reduce.__all__,
     *_matmul.__all__,
+    *_einsum.__all__,
     *_padding.__all__,
     *_adaptive_pool.__all__,
     *_activation_piecewise.__all__,

@@ -14,15 +14,8 @@ from numbers import Number
 from torch import Tensor
 
 from trainer import functional as F
-from trainer.functional.matmul import (
-    Addmm,
-    Baddbmm,
-    Bmm,
-    Einsum,
-    Matmul,
-    Mm,
-    diagonal_subscripts,
-)
+from trainer.functional.einsum import Einsum, diagonal_subscripts
+from trainer.functional.matmul import Addmm, Baddbmm, Bmm, Matmul, Mm
 from trainer.rules.examples import Example, x
 from trainer.rules.rule import Rule
 
