@@ -187,8 +187,8 @@ class LSTMLayer(Function):
     Saves: the gates (4H per step and sample) and the cell states (H), c0 (c_{t−1} of the
     first step), W_hr; x only for ∂W_ih, W_ih only for ∂x, h0 and y for ∂W_hh, W_hh to carry
     δh back past one step. m and tanh c come back from the gates and cells. Native's fused
-    kernel (oneDNN, on the CPU) keeps a workspace about ten times larger; its loop of
-    built-in ops (with a projection) the same as this.
+    kernel (oneDNN, on the CPU) keeps a workspace a few times larger; its loop of built-in
+    ops (with a projection) a little more than this.
     """
 
     generate_vmap_rule = True

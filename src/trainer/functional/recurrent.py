@@ -32,7 +32,7 @@ def _run_layers(op: str, input: Tensor, hx: list[Tensor], params: list[Tensor],
     semantics, their state list ``hx`` ((h0,) or (h0, c0)) and flat ``params``."""
     check_sequence(op, input, batch_first)
     x = SwapTime.apply(input) if batch_first else input
-    steps, batch = x.shape[0], x.shape[1]
+    batch = x.shape[1]
     directions = 2 if bidirectional else 1
     layers = num_layers * directions
     lstm, h0 = len(hx) == 2, hx[0]
