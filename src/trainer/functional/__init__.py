@@ -31,6 +31,7 @@ from . import padding as _padding
 from . import arithmetic as _arithmetic
 from . import selection as _selection
 from . import unary as _unary
+from . import extremes as _extremes
 from . import reduce as _reduce
 from . import recurrent as _recurrent
 from . import conv_transpose as _conv_transpose
@@ -46,6 +47,7 @@ from .padding import *  # noqa: F403
 from .arithmetic import *  # noqa: F403
 from .selection import *  # noqa: F403
 from .unary import *  # noqa: F403
+from .extremes import *  # noqa: F403
 from .reduce import *  # noqa: F403
 from .recurrent import *  # noqa: F403
 from .conv_transpose import *  # noqa: F403
@@ -83,6 +85,7 @@ __all__ = [
     *_unary.__all__,
     *_selection.__all__,
     *_reduce.__all__,
+    *_extremes.__all__,
     *_matmul.__all__,
     *_einsum.__all__,
     *_padding.__all__,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from trainer import functional as F
-from trainer.functional import reduce
+from trainer.functional import extremes, reduce
 from trainer.rules.examples import Example, x
 from trainer.rules.rule import Rule
 
@@ -274,28 +274,28 @@ RULES: tuple[Rule, ...] = (
          grads=("input: g (x − μ) / ((N − correction) y)  (0 where y = 0)",),
          saves="x for x − μ, and y",
          examples=_spread),
-    Rule(name="amax", function=reduce.Amax,
+    Rule(name="amax", function=extremes.Amax,
          stands_for=("torch.amax", "torch.Tensor.amax"),
          adapters=_adapt(amax_from_torch, "torch.amax", "torch.Tensor.amax"),
          twins=(),
          grads=("input: g · m / Σ m,  m = [x = y]  (ties share g)",),
          saves="the mask m = [x = y] as bool, not x and y",
          examples=_extreme),
-    Rule(name="amin", function=reduce.Amin,
+    Rule(name="amin", function=extremes.Amin,
          stands_for=("torch.amin", "torch.Tensor.amin"),
          adapters=_adapt(amin_from_torch, "torch.amin", "torch.Tensor.amin"),
          twins=(),
          grads=("input: g · m / Σ m,  m = [x = y]  (ties share g)",),
          saves="the mask m = [x = y] as bool, not x and y",
          examples=_extreme),
-    Rule(name="max", function=reduce.Max,
+    Rule(name="max", function=extremes.Max,
          stands_for=("torch.max", "torch.Tensor.max"),
          adapters=_adapt(max_from_torch, "torch.max", "torch.Tensor.max"),
          twins=(),
          grads=("input: scatter of g at the returned indices along dim",),
          saves="the indices, which forward returns anyway",
          examples=_along_dim),
-    Rule(name="min", function=reduce.Min,
+    Rule(name="min", function=extremes.Min,
          stands_for=("torch.min", "torch.Tensor.min"),
          adapters=_adapt(min_from_torch, "torch.min", "torch.Tensor.min"),
          twins=(),
