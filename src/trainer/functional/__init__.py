@@ -15,7 +15,8 @@ from .fused import linear_cross_entropy
 from .linear import linear
 from .loss import mse_loss, nll_loss
 from .norm import batch_norm, layer_norm
-from .pool import avg_pool1d, avg_pool2d, max_pool1d, max_pool2d
+from .avg_pool import avg_pool1d, avg_pool2d
+from .pool import max_pool1d, max_pool2d
 from .shape import flatten
 from .softmax import log_softmax, softmax
 

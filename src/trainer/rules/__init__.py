@@ -33,10 +33,10 @@ def _rules_of(family: str):
     return importlib.import_module(f"trainer.functional.{family}")
 
 
-(activation, attention, conv, cross_entropy, dropout_rules, embedding, fused, linear, loss, norm,
- pool, shape, softmax) = map(_rules_of, (
-    "activation", "attention", "conv", "cross_entropy", "dropout", "embedding", "fused",
-    "linear", "loss", "norm", "pool", "shape", "softmax"))
+(activation, attention, avg_pool, conv, cross_entropy, dropout_rules, embedding, fused, linear,
+ loss, norm, pool, shape, softmax) = map(_rules_of, (
+    "activation", "attention", "avg_pool", "conv", "cross_entropy", "dropout", "embedding",
+    "fused", "linear", "loss", "norm", "pool", "shape", "softmax"))
 
 
 RULES: tuple[Rule, ...] = (
@@ -79,13 +79,13 @@ RULES: tuple[Rule, ...] = (
          grads=("input: scatter_add of g at each window's winning tap",),
          saves="the window-local argmax as uint8, not x nor int64 indices",
          examples=ex.pool(2, "max")),
-    Rule(name="avg_pool1d", function=pool.AvgPool1d,
+    Rule(name="avg_pool1d", function=avg_pool.AvgPool1d,
          stands_for=("torch.nn.functional.avg_pool1d",),
          twins=("trainer.nn.pool.AvgPool1d",),
          grads=("input: conv_transpose1d(g / D, ones)  (D: the window's divisor)",),
          saves="nothing: D comes back from the shapes and options",
          examples=ex.pool(1, "avg")),
-    Rule(name="avg_pool2d", function=pool.AvgPool2d,
+    Rule(name="avg_pool2d", function=avg_pool.AvgPool2d,
          stands_for=("torch.nn.functional.avg_pool2d",),
          # LocalResponseNorm: a composition (mul, pad, avg_pool2d, add, pow, div), no row of
          # its own; listed with the op that takes its channel window, so convert finds it
@@ -105,7 +105,7 @@ RULES: tuple[Rule, ...] = (
          twins=("trainer.nn.activation.LeakyReLU",),
          grads=("input: g · (m + s·(1 − m)),  m = [x > 0]",),
          saves="the mask m, 1 bit per element: the derivative takes two values",
-         examples=ex.pointwise(negative_slope=0.2)),
+         examples=ex.leaky_relu),
     Rule(name="gelu", function=activation.GELU,
          stands_for=("torch.nn.functional.gelu",),
          twins=("trainer.nn.activation.GELU",),
