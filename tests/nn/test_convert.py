@@ -53,17 +53,17 @@ def test_reports_what_it_could_not_convert():
         def forward(self, x):
             return self.inner(x) * self.scale
 
-    model = torch.nn.Sequential(Custom(), torch.nn.GRU(3, 3), torch.nn.Conv1d(3, 3, 3, padding_mode="circular"))
+    model = torch.nn.Sequential(Custom(), torch.nn.Hardshrink(), torch.nn.Conv1d(3, 3, 3, padding_mode="circular"))
     explicit, report = nn.convert(model)
     assert set(report.unconverted) == {"0", "1", "2"}
-    assert "GRU has no explicit twin" in report.unconverted["1"]
+    assert "Hardshrink has no explicit twin" in report.unconverted["1"]
     assert "padding_mode='circular'" in report.unconverted["2"]
     assert report.converted == {"0.inner": "Linear"}
     assert "3 without a twin, their torch calls run through the rules" in str(report)
     _, plain = nn.convert(model, explicit_calls=False)
     assert "3 without a twin, left as they were (built-in autograd)" in str(plain)
     assert not plain.complete and report.complete  # nothing has run through report yet
-    with pytest.raises(ValueError, match="GRU"):  # a module swap only: refused up front
+    with pytest.raises(ValueError, match="Hardshrink"):  # a module swap only: refused up front
         nn.convert(model, strict=True, explicit_calls=False)
     from trainer import ExplicitError
 
