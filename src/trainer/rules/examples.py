@@ -75,7 +75,8 @@ def pointwise(**options: Any) -> Callable[[], list[Example]]:
 
 
 def along_dim() -> list[Example]:
-    return [Example((x(3, 4),), {"dim": -1}), Example((x(2, 3, 4),), {"dim": 1})]
+    return [Example((x(3, 4),), {"dim": -1}), Example((x(2, 3, 4),), {"dim": 1}),
+            Example((x(4, 3),), {"dim": 0}, "dim 0")]
 
 
 def dropout() -> list[Example]:
@@ -137,6 +138,11 @@ def linear_then_cross_entropy(input: Tensor, weight: Tensor, target: Tensor,
     import torch.nn.functional as torch_F
 
     return torch_F.cross_entropy(torch_F.linear(input, weight, bias), target, **options)
+
+
+def leaky_relu() -> list[Example]:
+    return [*pointwise(negative_slope=0.2)(), Example((x(3, 4),), label="default slope"),
+            Example((x(3, 4),), {"negative_slope": -0.5}, "negative slope")]
 
 
 def gelu() -> list[Example]:
