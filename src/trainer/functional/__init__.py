@@ -12,6 +12,8 @@ from .cross_entropy import cross_entropy
 from .dropout import dropout
 from .embedding import embedding
 from .fused import linear_cross_entropy
+from .fused_attention import causal_attention_proj
+from .fused_norm import layer_norm_linear, layer_norm_mlp
 from .linear import linear
 from .loss import mse_loss, nll_loss
 from .norm import batch_norm, layer_norm
@@ -71,6 +73,9 @@ __all__ = [
     "leaky_relu",
     "linear",
     "linear_cross_entropy",
+    "causal_attention_proj",
+    "layer_norm_linear",
+    "layer_norm_mlp",
     "log_softmax",
     "max_pool1d",
     "max_pool2d",

@@ -63,6 +63,17 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def after_norm(self, x: Tensor, norm: torch.nn.LayerNorm) -> Tensor:
+        """``self(norm(x))`` through the fused rules: ``norm`` -> ``c_attn`` as one
+        (:func:`trainer.functional.layer_norm_linear`), the causal attention -> ``c_proj`` as
+        another (:func:`trainer.functional.causal_attention_proj`). It has no attention
+        dropout: :class:`Block` calls it only when dropout does not draw."""
+        qkv = F.layer_norm_linear(x, norm.weight, norm.bias, self.c_attn.weight,
+                                  self.c_attn.bias, norm.eps)
+        y = F.causal_attention_proj(qkv, self.c_proj.weight, self.c_proj.bias,
+                                    n_head=self.n_head)
+        return self.resid_dropout(y)
+
 
 class MLP(nn.Module):
     """``c_proj(gelu(c_fc(x)))``, 4x wide, with nanoGPT's exact (erf) GELU."""
@@ -77,9 +88,22 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
+    def after_norm(self, x: Tensor, norm: torch.nn.LayerNorm) -> Tensor:
+        """``self(norm(x))`` as one fused rule, :func:`trainer.functional.layer_norm_mlp`,
+        which keeps x and the pre-activation only."""
+        return self.dropout(F.layer_norm_mlp(
+            x, norm.weight, norm.bias, self.c_fc.weight, self.c_fc.bias, self.c_proj.weight,
+            self.c_proj.bias, norm.eps, self.gelu.approximate))
+
 
 class Block(nn.Module):
-    """``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
+    """``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``.
+
+    On the rules (``_ops(...).explicit``) each norm goes into the rule after it: ``ln_1`` with
+    ``c_attn``, ``ln_2`` with the whole MLP (see ``after_norm``), so backward recomputes the
+    normed activations, the GELU output and the attention output instead of keeping them.
+    With dropout drawing in training, every layer runs its own rule, as ``to_torch`` runs
+    torch's."""
 
     def __init__(self, n_embd: int, n_head: int, dropout: float, bias: bool):
         super().__init__()
@@ -89,9 +113,12 @@ class Block(nn.Module):
         self.mlp = MLP(n_embd, dropout, bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        add = _ops(self.attn.c_attn).add
-        x = add(x, self.attn(self.ln_1(x)))
-        return add(x, self.mlp(self.ln_2(x)))
+        ops = _ops(self.attn.c_attn)
+        if ops.explicit and not (self.training and self.attn.dropout > 0):
+            x = F.add(x, self.attn.after_norm(x, self.ln_1))
+            return F.add(x, self.mlp.after_norm(x, self.ln_2))
+        x = ops.add(x, self.attn(self.ln_1(x)))
+        return ops.add(x, self.mlp(self.ln_2(x)))
 
 
 class GPT(nn.Module):

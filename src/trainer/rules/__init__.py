@@ -25,6 +25,7 @@ from trainer.rules import adapters
 from trainer.rules import examples as ex
 from trainer.rules import (activation_more, losses_more, matmul, norm_more, pointwise, recurrent,
                            reductions, resampling, upsampling)
+from trainer.rules import fused as fused_section  # (`fused` below is trainer.functional's)
 from trainer.rules.rule import Rule, resolve
 
 
@@ -232,7 +233,7 @@ RULES: tuple[Rule, ...] = (
 # The families added since, each a section of the table in its own file.
 RULES = (*RULES, *pointwise.RULES, *reductions.RULES, *matmul.RULES, *resampling.RULES,
          *activation_more.RULES, *norm_more.RULES, *recurrent.RULES, *upsampling.RULES,
-         *losses_more.RULES)
+         *losses_more.RULES, *fused_section.RULES)
 
 BY_NAME: dict[str, Rule] = {rule.name: rule for rule in RULES}
 
