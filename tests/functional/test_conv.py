@@ -1,4 +1,7 @@
-"""conv1d, conv2d: values, gradients, purity, lean saves, vmap, compile, autocast against torch."""
+"""conv1d, conv2d: what the standard checks (tests/test_rule_checks.py, over the table's
+examples) do not cover. Drawn configs against torch, each ∂W route (per sample, one matmul,
+folded, the formula) under gradcheck, vmap and compile, the exact bytes kept and ops run per
+needs_input_grad, low precision, edge shapes, and signatures."""
 
 from __future__ import annotations
 
@@ -123,7 +126,8 @@ GRADCHECK_CONFIGS = [  # (rank, channels, out, kernel, size, options, unbatched,
 
 
 @pytest.mark.parametrize("rank,channels,out,kernel,size,options,unbatched,path", GRADCHECK_CONFIGS)
-def test_gradcheck_and_gradgradcheck(rank, channels, out, kernel, size, options, unbatched, path):
+def test_each_weight_grad_path_passes_gradcheck_and_gradgradcheck(rank, channels, out, kernel,
+                                                                  size, options, unbatched, path):
     groups = options.get("groups", 1)
     x, w, b = make(rank, 2, channels, out, kernel, size, groups=groups, unbatched=unbatched)
     with weight_grad_path(path):
@@ -131,13 +135,9 @@ def test_gradcheck_and_gradgradcheck(rank, channels, out, kernel, size, options,
         testing.assert_gradcheck(with_options(OURS[rank], **options), x, w, b, fast_mode=True)
 
 
-def test_full_gradcheck_and_gradgradcheck_one_config():
-    x, w, b = make(2, 1, 2, 2, 2, 3, groups=1)
-    testing.assert_gradcheck(with_options(F.conv2d, stride=(1, 2), padding=(1, 0)), x, w, b)
-
-
 @pytest.mark.parametrize("rank", [1, 2])
-def test_graph_is_explicit(rank):
+def test_same_padding_and_unbatched_are_a_single_node(rank):
+    # the standard checks see a graph of project Functions; here: no pad node of its own
     x, w, b = make(rank, 2, 3, 4, 3, 6, dtype=torch.float32)
     out = OURS[rank](x, w, b, padding="same")
     assert testing.assert_explicit_graph(out) == 4  # the conv node + 3 leaves
@@ -162,7 +162,7 @@ def test_saves_only_what_the_gradients_need_and_no_more_than_torch():
     assert ours_same < testing.saved_bytes(lambda: torch_F.conv2d(x, even, padding="same"))
 
 
-def test_needs_input_grad_skips_work():
+def test_needs_input_grad_skips_each_convolution_and_sum():
     x, w, b = make(2, 4, 16, 8, 3, 6, dtype=torch.float32)  # 16·3·3 rows: swapped ∂L/∂W
     conv = with_options(F.conv2d, padding=1)
     full = testing.backward_op_counts(conv, x, w, b)
@@ -182,7 +182,7 @@ def test_needs_input_grad_skips_work():
 
 
 @pytest.mark.parametrize("rank", [1, 2])
-def test_vmap_per_sample_grads(rank):
+def test_vmap_per_sample_grads_on_each_weight_grad_path(rank):
     _, w, b = make(rank, 1, 4, 3, 3, 6, dtype=torch.float32)
     xs = torch.randn(5, 4, *(7,) * rank)
     ys = torch.randn(5, 3, *(3,) * rank)
@@ -195,7 +195,7 @@ def test_vmap_per_sample_grads(rank):
             testing.assert_vmap_matches_loop(loss, [w, b], [xs, ys], rtol=1e-4, atol=1e-4)
 
 
-def test_compile_fullgraph_matches_eager():
+def test_compile_fullgraph_matches_eager_on_each_weight_grad_path():
     x, w, b = make(2, 2, 4, 4, 2, 6, groups=2, dtype=torch.float32)
     with weight_grad_path("per_sample"):
         testing.assert_compile_matches_eager(with_options(F.conv2d, padding="same", groups=2),
@@ -208,9 +208,8 @@ def test_compile_fullgraph_matches_eager():
 
 
 @pytest.mark.parametrize("rank", [1, 2])
-def test_autocast_bf16_dtypes(rank):
+def test_autocast_bf16_values_are_torchs(rank):
     x, w, b = make(rank, 2, 3, 4, 3, 6, dtype=torch.float32)
-    testing.assert_autocast_dtype_matches(OURS[rank], TORCH[rank], x, w, b)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = OURS[rank](x, w, b)
         ref = TORCH[rank](x, w, b)

@@ -54,12 +54,22 @@ def linear() -> list[Example]:
 
 def conv1d() -> list[Example]:
     return [Example((x(2, 3, 7), x(4, 3, 3), x(4)), {"stride": 2, "padding": 1}),
-            Example((x(2, 4, 6), x(4, 2, 2), None), {"groups": 2, "dilation": 2})]
+            Example((x(2, 4, 6), x(4, 2, 2), None), {"groups": 2, "dilation": 2}),
+            Example((x(2, 2, 5), x(2, 2, 4), x(2)), {"padding": "same"}, "'same', even kernel"),
+            Example((x(2, 6), x(3, 2, 3), x(3)), {"stride": 2, "dilation": 2, "padding": 2},
+                    "unbatched")]
 
 
 def conv2d() -> list[Example]:
     return [Example((x(2, 3, 5, 5), x(4, 3, 3, 3), x(4)), {"padding": 1}),
-            Example((x(1, 2, 6, 6), x(2, 1, 2, 2), None), {"stride": 2, "groups": 2})]
+            Example((x(1, 2, 6, 6), x(2, 1, 2, 2), None), {"stride": 2, "groups": 2}),
+            Example((x(2, 1, 3, 3), x(1, 1, 2, 2), x(1)), {"padding": "same"},
+                    "'same', even kernel: asymmetric"),
+            Example((x(2, 4, 3, 3), x(2, 2, 2, 2), x(2)),
+                    {"groups": 2, "dilation": (1, 2), "padding": (0, 1)}, "tuple options"),
+            Example((x(1, 2, 3, 3), x(2, 2, 2, 2), x(2)), {"stride": (1, 2), "padding": (1, 0)},
+                    "tuple stride"),
+            Example((x(3, 4, 4), x(2, 3, 3, 3), x(2)), {"stride": 2}, "unbatched")]
 
 
 def pool(rank: int, kind: str) -> Callable[[], list[Example]]:
