@@ -214,6 +214,20 @@ class RNNConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    """A conv autoencoder for images: strided convs down to a code, back up to the image."""
+
+    name: str = _named("autoencoder")
+    channels: list[int] = checked([16, 32], all_of(non_empty, each(at_least(1))))
+    latent: int | None = checked(32, optional(at_least(1)))  # None: the last conv map is the code
+    up: str = checked("transposed", one_of("transposed", "upsample"))
+    upsample_mode: str = checked("nearest", one_of("nearest", "bilinear"))  # for up: upsample
+    activation: str = checked("relu", one_of(*ACTIVATIONS))
+    norm: str | None = checked("batch", one_of(None, "batch"))
+    loss: str = checked("mse", one_of("mse", "bce_with_logits"))
+
+
+@dataclass
 class GPTConfig:
     """nanoGPT's keys; n_head must divide n_embd (checked when the model is built)."""
 
@@ -534,7 +548,8 @@ class Config:
 #: group -> option name -> schema. The keys are the groups' options in conf/.
 SCHEMAS: dict[str, dict[str, type]] = {
     "model": {"mlp": MLPConfig, "cnn": CNNConfig, "cnn1d": CNN1dConfig,
-              "attention": AttentionConfig, "gpt": GPTConfig, "rnn": RNNConfig},
+              "attention": AttentionConfig, "gpt": GPTConfig, "rnn": RNNConfig,
+              "autoencoder": AutoencoderConfig},
     "data": {"digits": DigitsConfig, "mnist1d": MNIST1DConfig, "moons": MoonsConfig,
              "spirals": SpiralsConfig, "fashion_mnist": FashionMNISTConfig, "mnist": MNISTConfig,
              "tensors": TensorsConfig, "shakespeare_char": ShakespeareCharConfig,

@@ -12,6 +12,9 @@ attention  images (rows), signals (chunks), points  multi-head self-attention bl
 gpt        token ids ``(T,)``, num_classes = vocab     nanoGPT: causal blocks, tied LM head
 rnn        signals (L steps), images (rows), points  GRU, LSTM or RNN, LayerNorm, Linear head
 =========  =====================================  =======================================
+
+and one that is not a classifier: ``autoencoder`` takes images ``(C, H, W)`` and reconstructs
+them (strided Conv2d down, ConvTranspose2d or Upsample + Conv2d up; the labels are unused).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import torch
 
 from .attention import attention
+from .autoencoder import Autoencoder
 from .common import ModelInputError
 from .conv import cnn, cnn1d
 from .gpt import gpt
@@ -35,6 +39,7 @@ MODELS: dict[str, Callable[..., torch.nn.Module]] = {
     "attention": attention,
     "gpt": gpt,
     "rnn": rnn,
+    "autoencoder": Autoencoder,  # a class: its `task` says which recipe trains it
 }
 
 
@@ -52,9 +57,9 @@ def accepts(name: str, input_shape: Sequence[int], tokens: bool = False) -> bool
     """Whether model ``name`` can take samples of ``input_shape``: with ``tokens``, integer
     token ids (only gpt takes them), otherwise float features (gpt takes none)."""
     ranks = {"mlp": (1, 2, 3), "cnn": (3,), "cnn1d": (2,), "attention": (1, 2, 3), "gpt": (1,),
-             "rnn": (1, 2, 3)}
+             "rnn": (1, 2, 3), "autoencoder": (3,)}
     return (name == "gpt") == bool(tokens) and len(input_shape) in ranks[name]
 
 
-__all__ = ["MODELS", "ModelInputError", "accepts", "attention", "build", "cnn", "cnn1d", "gpt",
-           "mlp", "rnn"]
+__all__ = ["MODELS", "Autoencoder", "ModelInputError", "accepts", "attention", "build", "cnn",
+           "cnn1d", "gpt", "mlp", "rnn"]
