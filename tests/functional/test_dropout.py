@@ -4,6 +4,9 @@ purity, vmap randomness, compile and in-place behaviour.
 The mask cannot equal torch's bit for bit (a different random stream), so these tests check what
 defines dropout: the keep rate, the exact 1/(1-p) scaling, grad = g·mask/(1-p), independence,
 and reproducibility under torch.manual_seed.
+
+The table's examples (tests/test_rule_checks.py) hold p = 0 and eval mode only, where torch's
+values can be matched; every check of a random mask (p > 0, training) stays here.
 """
 
 import inspect
@@ -98,7 +101,7 @@ def test_gradcheck_and_gradgradcheck_with_a_fixed_mask():
     testing.assert_gradcheck(seeded_dropout(0.3), randn(4, 5, dtype=torch.float64))
 
 
-def test_graph_is_explicit():
+def test_graph_of_a_random_mask_is_a_single_node():
     assert testing.assert_explicit_graph(F.dropout(randn(3, 4), 0.5)) == 2
 
 
@@ -194,7 +197,7 @@ def test_batched_grad_outputs():
     assert torch.equal(looped, (gs * (y != 0)).mul_(1.0 / 0.6))
 
 
-def test_compile_fullgraph_matches_eager():
+def test_compile_fullgraph_draws_its_seed_as_eager_does():
     x = randn(8, 16)
     torch._dynamo.reset()
     compiled = torch.compile(lambda x: F.dropout(x, 0.3), fullgraph=True, backend="aot_eager")
@@ -211,7 +214,7 @@ def test_compile_fullgraph_matches_eager():
     assert not torch.equal(compiled(x) != 0, compiled(x) != 0)  # fresh randomness per call
 
 
-def test_autocast_bf16_dtypes():
+def test_autocast_bf16_dtypes_with_a_random_mask():
     testing.assert_autocast_dtype_matches(lambda x: F.dropout(x, 0.2),
                                           lambda x: torch_F.dropout(x, 0.2), randn(4, 5))
 
