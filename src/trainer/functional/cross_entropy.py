@@ -7,16 +7,13 @@ from torch import Tensor
 
 from ._fast import loss as fast
 from ._util import Function, autocast_fp32, check_float, fail, records_graph, shape_str, to_dtype
+from ._loss_checks import check_class_target, check_weight, reduction_of, unbatched_target
 from .loss import (  # the pieces the class-index losses share
     NOT_A_CLASS,
-    check_class_target,
-    check_weight,
     class_view,
     class_weights,
     per_target,
-    reduction_of,
     smoothing_share,
-    unbatched_target,
     weight_at,
 )
 

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ._util import Function, autocast_fp32, check_float, fail, shape_str, sum_to_shape, to_dtype
 from .arithmetic import div, mul, sub
-from .loss import _warn, reduction_of
+from ._loss_checks import _warn, reduction_of
 from .reduce import mean as mean_of
 from .reduce import sum as sum_of
 from .unary import abs as abs_of

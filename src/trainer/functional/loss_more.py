@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ._util import Function, autocast_fp32, check_float, fail, shape_str, sum_to_shape, to_dtype
-from .loss import _warn, reduction_of
+from ._loss_checks import _warn, reduction_of
 from .loss_distance import (
     ENUM,
     cosine_embedding_loss,
