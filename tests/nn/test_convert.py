@@ -192,3 +192,51 @@ def test_explicit_calls_can_be_turned_off():
     explicit, report = nn.convert(LossInside(), explicit_calls=False)
     explicit(*inputs())
     assert not report.calls.explicit and not explicit._forward_pre_hooks
+
+
+class RestOfTorchNN(torch.nn.Module):
+    """A plain torch.nn model built from the layers beyond the first 27: recurrent, transposed
+    convolution, resampling, the newer norms and activations, attention and the BCE loss."""
+
+    def __init__(self):
+        super().__init__()
+        t = torch.nn
+        self.image = t.Sequential(
+            t.Conv2d(2, 8, 3, padding=1), t.GroupNorm(2, 8), t.PReLU(8), t.ReflectionPad2d(1),
+            t.Conv2d(8, 8, 3), t.InstanceNorm2d(8, affine=True), t.Hardswish(),
+            t.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1), t.ReLU6(),
+            t.Upsample(scale_factor=0.5, mode="bilinear"), t.PixelUnshuffle(2),
+            t.PixelShuffle(2), t.AdaptiveMaxPool2d((4, 4)), t.LocalResponseNorm(2),
+            t.AdaptiveAvgPool2d((2, 8)), t.Mish())
+        self.lstm = t.LSTM(8, 12, num_layers=2, batch_first=True, bidirectional=True)
+        self.gru = t.GRU(24, 16, batch_first=True)
+        self.attention = t.MultiheadAttention(16, 4, batch_first=True)
+        self.norm = t.RMSNorm(16)
+        self.head = t.Sequential(t.Linear(16, 8), t.ELU(), t.Hardtanh(), t.Softplus(),
+                                 t.Linear(8, 1))
+        self.loss = t.BCEWithLogitsLoss(pos_weight=torch.tensor([2.0]))
+
+    def forward(self, x, y):
+        sequence = self.image(x).flatten(1, 2).transpose(1, 2)  # (N, 4, 2, 8) -> (N, 8, 8)
+        sequence, _ = self.lstm(sequence)
+        sequence, _ = self.gru(sequence)
+        attended, _ = self.attention(sequence, sequence, sequence, need_weights=False)
+        return self.loss(self.head(self.norm(attended + sequence)).mean(1), y)
+
+
+def test_a_model_of_the_rest_of_torch_nn_converts_whole_and_is_explicit():
+    torch.manual_seed(0)
+    native = RestOfTorchNN().double()
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    y = torch.rand(3, 1, dtype=torch.float64)
+    explicit, report = nn.convert(native)
+    assert not report.unconverted, report.unconverted
+    loss = explicit(x, y)
+    assert not testing.graph_node_counts(loss)["builtin"]
+    assert report.calls.complete, report.calls
+    native_loss = native(x, y)
+    torch.testing.assert_close(loss, native_loss, rtol=1e-10, atol=1e-12)
+    ours = torch.autograd.grad(loss, list(explicit.parameters()))
+    theirs = torch.autograd.grad(native_loss, list(native.parameters()))
+    for (name, _), a, b in zip(native.named_parameters(), ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10, msg=name)
