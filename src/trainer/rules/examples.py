@@ -107,9 +107,18 @@ def layer_norm() -> list[Example]:
 
 
 def embedding() -> list[Example]:
+    # padding and frequency scaling are deliberately not the derivative of the lookup (torch's
+    # note): no finite differences there (tests/functional/test_embedding.py gradgradchecks)
+    repeats = torch.tensor([[1, 2, 1], [0, 1, 3]])
     return [Example((classes(6, 5).reshape(2, 3), x(5, 4))),
             Example((classes(4, 5), x(5, 4)), {"padding_idx": 0}, "padding_idx",
-                    finite_differences=False)]
+                    finite_differences=False),
+            Example((repeats, x(5, 4)), {"padding_idx": -2}, "padding_idx from the end",
+                    finite_differences=False),
+            Example((repeats, x(5, 4)), {"scale_grad_by_freq": True}, "scale_grad_by_freq",
+                    finite_differences=False),
+            Example((repeats, x(5, 4)), {"padding_idx": 1, "scale_grad_by_freq": True},
+                    "padding_idx, scale_grad_by_freq", finite_differences=False)]
 
 
 def attention() -> list[Example]:
