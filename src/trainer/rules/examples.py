@@ -49,7 +49,11 @@ def classes(n: int, c: int) -> Tensor:
 
 
 def linear() -> list[Example]:
-    return [Example((x(3, 4), x(5, 4), x(5))), Example((x(2, 3, 4), x(5, 4), None))]
+    return [Example((x(3, 4), x(5, 4), x(5))), Example((x(2, 3, 4), x(5, 4), None)),
+            Example((x(1, 5), x(3, 5), None), label="batch 1"),
+            Example((x(2, 3, 5), x(1, 5), x(1)), label="one output"),
+            Example((x(4, 1), x(2, 1), x(2)), label="one feature"),
+            Example((x(4, 5), x(5), None), label="1-D weight, as torch allows")]
 
 
 def conv1d() -> list[Example]:
