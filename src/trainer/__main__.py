@@ -51,11 +51,32 @@ def check_model_fits_data(cfg: DictConfig) -> None:
                                      if reads_text else
                                      f"{cfg.model.name} is a language model: it needs a text "
                                      "data set (data=shakespeare_char or data=text)"))
+    if getattr(model, "task", "classify") == "reconstruct":
+        check_monitors_reconstruction(cfg)
     if cfg.get("ckpt_path"):
         checkpoint = check_resumable(cfg.ckpt_path, model)
         if cfg.mode == "fit":
             runs.check_more_to_train(checkpoint, cfg.ckpt_path, cfg.trainer.max_epochs,
                                      cfg.trainer.max_steps)
+
+
+#: What the reconstruction recipe logs for validation, and which way is better.
+RECONSTRUCTION_MONITORS = {"val/loss": "min", "val/psnr": "max"}
+
+
+def check_monitors_reconstruction(cfg: DictConfig) -> None:
+    """An autoencoder logs no accuracy: refuse a checkpoint (or early stopping) that would
+    watch for one, or watch the loss the wrong way, with the keys that fix it."""
+    for key in ("checkpoint", "early_stopping"):
+        watch = cfg.callbacks[key]
+        if key == "early_stopping" and not watch.enabled:
+            continue
+        if RECONSTRUCTION_MONITORS.get(watch.monitor) != watch.mode:
+            raise config.ConfigError(
+                f"callbacks.{key}.monitor", f"model={cfg.model.name} logs val/loss and val/psnr "
+                f"(no accuracy), so {watch.monitor} with mode={watch.mode} cannot pick its best "
+                f"epoch: set callbacks.{key}.monitor=val/loss callbacks.{key}.mode=min "
+                "(experiment=digits_autoencoder does)")
 
 
 def check_devices(accelerator: str) -> None:
@@ -162,7 +183,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
 
 def recipe_for(plain: dict, datamodule, accumulate: int):
     """The recipe for what the data teaches: a classifier's, or (a text datamodule) a
-    language model's, which keeps the vocabulary and the sample settings."""
+    language model's, which keeps the vocabulary and the sample settings; or for what the model
+    learns: an autoencoder's (its ``task`` is "reconstruct") reconstructs the images."""
     options = dict(input_shape=list(datamodule.input_shape),
                    num_classes=datamodule.num_classes, config=plain,
                    accumulate_grad_batches=accumulate)
@@ -172,6 +194,13 @@ def recipe_for(plain: dict, datamodule, accumulate: int):
         return LanguageModelRecipe(plain["model"], plain["optimizer"], plain["scheduler"],
                                    vocab=list(datamodule.vocab.chars), sample=plain["sample"],
                                    **options)
+    from trainer import models
+
+    if getattr(models.MODELS.get(plain["model"]["name"]), "task", "classify") == "reconstruct":
+        from trainer.reconstruction import ReconstructionRecipe
+
+        return ReconstructionRecipe(plain["model"], plain["optimizer"], plain["scheduler"],
+                                    **options)
     from trainer.recipe import Recipe
 
     return Recipe(plain["model"], plain["optimizer"], plain["scheduler"], **options)

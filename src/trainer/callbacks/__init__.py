@@ -4,7 +4,8 @@
 callback has a field in :class:`trainer.config.CallbacksConfig`, a class here, and a line in
 :func:`build`. Seeing inside a run: :class:`GradientFlow` (norms, update ratios, dead ReLUs,
 histograms), :class:`GradientCheck` (the explicit gradients against built-in autograd) and
-:class:`Pictures` (confusion matrix, worst mistakes, decision boundary).
+:class:`Pictures` (confusion matrix, worst mistakes, decision boundary), or for an autoencoder
+:class:`Reconstructions` (inputs over their reconstructions), both under ``pictures``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .gradient_check import GradientCheck, GradientCheckError
 from .gradient_flow import GradientFlow
 from .pictures import Pictures
 from .process import ProcessSettings
+from .reconstructions import Reconstructions
 
 
 class HParamsSummary(Callback):
@@ -127,7 +129,8 @@ def build(callbacks: Mapping[str, Any], run_dir: str | Path,
     if (check := dict(callbacks.get("gradient_check") or {})).pop("enabled", False):
         built.append(GradientCheck(**check))
     if (pictures := dict(callbacks.get("pictures") or {})).pop("enabled", False):
-        built.append(Pictures(**pictures))
+        built.append(Pictures(**pictures))  # each draws only for its recipe's task
+        built.append(Reconstructions(pictures.get("every_n_epochs", 5)))
     return built
 
 
@@ -141,5 +144,5 @@ def checkpoint_paths(trainer: L.Trainer) -> dict[str, str | None]:
 
 
 __all__ = ["BestEpoch", "GradientCheck", "GradientCheckError", "GradientFlow", "HParamsSummary",
-           "LastCheckpoint", "Pictures", "ProcessSettings", "build", "checkpoint_paths",
-           "flatten", "write_hparams"]
+           "LastCheckpoint", "Pictures", "ProcessSettings", "Reconstructions", "build",
+           "checkpoint_paths", "flatten", "write_hparams"]

@@ -133,6 +133,7 @@ def compare_with_autograd(network: torch.nn.Module, loss_fn: torch.nn.Module, x:
     explicit, builtin = (deterministic_train_mode(copy_without_hooks(network, convert).to(dtype))
                          for convert in (copy.deepcopy, to_torch))
     x = x.to(dtype) if x.is_floating_point() else x
+    y = y.to(dtype) if y.is_floating_point() else y  # a target of values, not class numbers
     device_type = x.device.type
     # The check runs inside the training step: keep any autocast of a mixed-precision run out.
     with torch.enable_grad(), torch.autocast(device_type, enabled=False):
@@ -161,7 +162,9 @@ class GradientCheck(Callback):
             CPU core, ~70 ms for 32.
         network, loss: the LightningModule's attributes holding the network and the loss
             module (the :class:`~trainer.recipe.Recipe`'s ``model`` and ``loss``); the step's
-            batch is ``(x, y, ...)``.
+            batch is ``(x, y, ...)``, and the loss is ``loss(network(x), y)``, or
+            ``loss(network(x), pl_module.loss_target(x, y))`` where the LightningModule has a
+            ``loss_target`` (the reconstruction recipe's: the input itself).
     """
 
     def __init__(self, every_n_steps: int = 100, tolerance: float = 1e-6,
@@ -197,6 +200,8 @@ class GradientCheck(Callback):
         x, y = batch[0], batch[1]
         if self.samples:
             x, y = x[:self.samples], y[:self.samples]
+        if (target := getattr(pl_module, "loss_target", None)) is not None:
+            y = target(x, y)  # what the loss compares with, when not y: an autoencoder's x
         errors = compare_with_autograd(network, loss_fn, x, y, DTYPES[self.dtype])
         self.errors = {f"{self.network}.{name}": error for name, error in errors.items()}
         if not self.errors:
