@@ -130,20 +130,60 @@ def attention() -> list[Example]:
             Example((x(1, 2, 3, 4), x(1, 2, 3, 4), x(1, 2, 3, 4)), {"is_causal": True})]
 
 
+def _class_weight() -> Tensor:
+    return x(5, grad=False).abs() + 0.5
+
+
+def _probabilities(*shape: int) -> Tensor:
+    """Targets that require grad: unnormalised, as torch takes them."""
+    return x(*shape, grad=False).abs().requires_grad_()
+
+
+# class targets with one of them ignored (ignore_index=2) and one kept, so a mean has work
+_IGNORING = torch.tensor([2, 0, 3]), torch.tensor([[2, 1], [4, 3]])
+
+
 def cross_entropy() -> list[Example]:
+    ignoring, ignoring_2d = _IGNORING
     return [Example((x(4, 5), classes(4, 5))),
             Example((x(4, 5), classes(4, 5)), {"label_smoothing": 0.1,
                                                "weight": x(5, grad=False).abs()}),
-            Example((x(3, 5), x(3, 5, grad=False).softmax(-1)), label="probability targets")]
+            Example((x(3, 5), x(3, 5, grad=False).softmax(-1)), label="probability targets"),
+            Example((x(3, 5), ignoring), {"ignore_index": 2}, "ignore_index"),
+            Example((x(3, 5), ignoring), {"weight": _class_weight(), "ignore_index": 2,
+                                          "label_smoothing": 0.2}, "weight, ignored, smoothed"),
+            Example((x(2, 5, 2), ignoring_2d), {"weight": _class_weight(), "ignore_index": 2,
+                                                "reduction": "none", "label_smoothing": 0.1},
+                    "K = 1, no reduction"),
+            Example((x(5), torch.tensor(3)), {"reduction": "sum", "label_smoothing": 1.0},
+                    "unbatched, smoothing 1"),
+            Example((x(3, 5), _probabilities(3, 5), _class_weight().requires_grad_()),
+                    label="probability targets, the target's and weight's gradients"),
+            Example((x(2, 5, 2), _probabilities(2, 5, 2), _class_weight().requires_grad_()),
+                    {"reduction": "none", "label_smoothing": 0.1},
+                    "probability targets, K = 1, no reduction"),
+            Example((x(5), _probabilities(5), _class_weight().requires_grad_()),
+                    {"reduction": "sum", "label_smoothing": 0.3},
+                    "probability targets, unbatched")]
 
 
 def nll_loss() -> list[Example]:
+    ignoring, ignoring_2d = _IGNORING
     return [Example((x(4, 5), classes(4, 5))), Example((x(4, 5), classes(4, 5)),
-                                                       {"reduction": "sum"})]
+                                                       {"reduction": "sum"}),
+            Example((x(3, 5), ignoring, _class_weight()), {"ignore_index": 2},
+                    "weight, ignored"),
+            Example((x(2, 5, 2), ignoring_2d, _class_weight()),
+                    {"ignore_index": 2, "reduction": "none"}, "K = 1, no reduction"),
+            Example((x(5), torch.tensor(3), _class_weight()), {"reduction": "sum"}, "unbatched")]
 
 
 def mse_loss() -> list[Example]:
-    return [Example((x(3, 4), x(3, 4))), Example((x(3, 4), x(3, 4)), {"reduction": "none"})]
+    # (no input and target of different shapes, which torch broadcasts: d = x − y is then
+    # larger than x and y together, more than native keeps; tests/functional/test_loss.py)
+    return [Example((x(3, 4), x(3, 4))), Example((x(3, 4), x(3, 4)), {"reduction": "none"}),
+            *(Example((x(3, 1), x(3, 2), None, None, reduction, x(3, 1).abs() + 0.5),
+                      label=f"weight, {reduction}") for reduction in ("none", "mean", "sum"))]
 
 
 def linear_cross_entropy() -> list[Example]:
