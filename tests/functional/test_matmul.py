@@ -48,11 +48,6 @@ def test_matmul_matches_torch_at_every_rank(shape_a, shape_b):
                                      testing.non_contiguous(b))
 
 
-@pytest.mark.parametrize("shape_a, shape_b", [r for r in RANKS if 0 not in r[0] + r[1]][::2])
-def test_matmul_gradcheck_and_gradgradcheck(shape_a, shape_b):
-    testing.assert_gradcheck(F.matmul, t(*shape_a), t(*shape_b))
-
-
 def test_broadcast_batch_dims_are_summed_back_to_each_operand():
     a, b = t(5, 1, 2, 3), t(4, 3, 2)
     y = F.matmul(a, b)
@@ -142,13 +137,6 @@ def test_beta_zero_ignores_the_input_nan_included(op, torch_op, shapes):
     assert grad.shape == input.shape and not grad.any()  # 0 · g, as torch: not None
 
 
-def test_addmm_gradgradcheck_with_scales():
-    testing.assert_gradcheck(lambda i, a, b: F.addmm(i, a, b, beta=0.5, alpha=-2.0),
-                             t(4), t(2, 3), t(3, 4))
-    testing.assert_gradcheck(lambda i, a, b: F.baddbmm(i, a, b, beta=0, alpha=3.0),
-                             t(3, 1), t(2, 3, 2), t(2, 2, 1))
-
-
 # -- einsum ----------------------------------------------------------------------------------
 
 EQUATIONS = [  # (equation, operand shapes)
@@ -181,8 +169,10 @@ def test_einsum_matches_torch(equation, shapes):
                                      lambda *ops: torch.einsum(equation, *ops), *operands)
 
 
-@pytest.mark.parametrize("equation, shapes", [EQUATIONS[i] for i in (0, 4, 9, 11, 14)])
-def test_einsum_gradcheck_and_gradgradcheck(equation, shapes):
+def test_einsum_gradcheck_and_gradgradcheck_with_a_size_1_subscript_broadcast():
+    # no table example: torch's einsum saves the sum over j there, less than the operand this
+    # rule keeps for double backward (the standard saves check would refuse it)
+    equation, shapes = EQUATIONS[14]
     testing.assert_gradcheck(lambda *ops: F.einsum(equation, *ops),
                              *(t(*shape) for shape in shapes))
 

@@ -93,7 +93,10 @@ def matmul_examples() -> list[Example]:
             Example((x(2, 3), x(2, 3, 2)), label="2-D · 3-D"),
             Example((x(2, 3, 2), x(2)), label="3-D · 1-D"),
             Example((x(3), x(2, 3, 2)), label="1-D · 3-D"),
-            Example((x(2, 1, 2, 3), x(3, 3, 2)), label="broadcast batch dims")]
+            Example((x(2, 1, 2, 3), x(3, 3, 2)), label="broadcast batch dims"),
+            Example((x(4), x(2, 2, 4, 3)), label="1-D · 4-D"),
+            Example((x(2, 2, 3), x(2, 3, 4)), label="3-D · 3-D"),
+            Example((x(1, 2, 3), x(4, 1, 3, 2)), label="ranks differ, both broadcast")]
 
 
 def mm_examples() -> list[Example]:
@@ -107,20 +110,30 @@ def bmm_examples() -> list[Example]:
 def addmm_examples() -> list[Example]:
     return [Example((x(2, 4), x(2, 3), x(3, 4))),
             Example((x(4), x(2, 3), x(3, 4)), {"beta": 0.5, "alpha": 2.0}, "row input"),
-            Example((x(2, 1), x(2, 3), x(3, 4)), {"beta": 0, "alpha": -1.5}, "beta=0")]
+            Example((x(2, 1), x(2, 3), x(3, 4)), {"beta": 0, "alpha": -1.5}, "beta=0"),
+            Example((x(4), x(2, 3), x(3, 4)), {"beta": 0.5, "alpha": -2.0}, "negative alpha")]
 
 
 def baddbmm_examples() -> list[Example]:
     return [Example((x(2, 3, 4), x(2, 3, 2), x(2, 2, 4))),
             Example((x(3, 4), x(2, 3, 2), x(2, 2, 4)), {"beta": 0.5, "alpha": 2.0},
-                    "input broadcast over the batch")]
+                    "input broadcast over the batch"),
+            Example((x(3, 1), x(2, 3, 2), x(2, 2, 1)), {"beta": 0, "alpha": 3.0},
+                    "beta=0, input broadcast")]
 
 
 def einsum_examples() -> list[Example]:
     return [Example(("bij,bjk->bik", x(2, 2, 3), x(2, 3, 2))),
             Example(("ij,jk,kl->il", x(2, 3), x(3, 4), x(4, 2)), label="three operands"),
             Example(("...ij,...jk", x(2, 2, 3), x(3, 2)), label="ellipsis, implicit output"),
-            Example(("ij->ji", x(2, 3)), label="transpose")]
+            Example(("ij->ji", x(2, 3)), label="transpose"),
+            Example(("ij,jk", x(2, 3), x(3, 4)), label="implicit output"),
+            Example(("ijk->j", x(2, 3, 4)), label="sums over labels only it has"),
+            Example(("bn,anm,bm->ba", x(2, 3), x(4, 3, 2), x(2, 2)), label="bilinear"),
+            Example(("...ij,...jk->...ik", x(2, 1, 2, 3), x(4, 3, 2)),
+                    label="ellipsis dims broadcast")]
+    # (no size-1 subscript broadcast, 'ij,jk->ik' on (2, 1), (3, 4): torch saves the smaller
+    # sum there, which einsum.py says it must not; tests/functional/test_matmul.py)
 
 
 RULES: tuple[Rule, ...] = (
