@@ -170,7 +170,10 @@ def test_a_short_run_from_the_command_line_lowers_the_loss(short_run):
     psnr = [e.value for e in events.Scalars("val/psnr")]
     assert psnr[-1] > psnr[0] + 0.5, psnr
     assert metrics["test"]["test/loss"] < val[0] and metrics["test"]["test/psnr"] > psnr[0]
-    assert {"train/psnr", "val/psnr", "test/psnr"} <= set(events.Tags()["scalars"])
+    tags = events.Tags()["scalars"]
+    assert {"train/psnr", "val/psnr", "test/psnr"} <= set(tags)
+    # the gradient flow callback watched the autoencoder's layers (the NaN guard ran quietly)
+    assert "grad_flow/dead_relu/model.decoder.up0.activation" in tags
     # the gradient check ran (steps 0, 10, ...: 21 steps an epoch) and agreed with autograd
     checks = events.Scalars("grad_check/worst")
     assert len(checks) >= 6 and max(e.value for e in checks) < 1e-9
