@@ -101,13 +101,31 @@ def dropout() -> list[Example]:
 
 def batch_norm() -> list[Example]:
     c = 3
+
+    def stats(c: int) -> tuple[Tensor, Tensor]:
+        return x(c, grad=False), x(c, grad=False).abs() + 0.5
+
+    # training takes no running statistics here: it would update them in place, call by call
     return [Example((x(4, c), None, None, x(c), x(c)), {"training": True}, "training"),
-            Example((x(4, c, 2), x(c, grad=False), x(c, grad=False).abs() + 0.5, x(c), x(c)),
-                    {"training": False}, "eval")]
+            Example((x(4, c, 2), *stats(c), x(c), x(c)), {"training": False}, "eval"),
+            Example((x(3, 2, 3), None, None, x(2), x(2)), {"training": True},
+                    "training, (N, C, L)"),
+            Example((x(3, 2, 3), None, None, None, None), {"training": True},
+                    "training, no affine"),
+            Example((x(2, 2, 2, 2), None, None, x(2), x(2)), {"training": True},
+                    "training, (N, C, H, W)"),
+            Example((x(4, 2), *stats(2), x(2), x(2)), {"training": False}, "eval, (N, C)"),
+            Example((x(3, 2, 3), *stats(2), None, None), {"training": False},
+                    "eval, no affine"),
+            Example((x(2, 2, 2, 2), *stats(2), x(2), x(2)), {"training": False},
+                    "eval, (N, C, H, W)")]
 
 
 def layer_norm() -> list[Example]:
-    return [Example((x(3, 4), (4,), x(4), x(4))), Example((x(2, 3, 4), (3, 4), None, None))]
+    return [Example((x(3, 4), (4,), x(4), x(4))), Example((x(2, 3, 4), (3, 4), None, None)),
+            Example((x(2, 2, 3), (2, 3), x(2, 3), x(2, 3)), label="2 dims, affine"),
+            Example((x(3, 4), (4,), None, None), label="no affine"),
+            Example((x(2, 3, 4), (4,), x(4), x(4)), label="3-D input, last dim")]
 
 
 def embedding() -> list[Example]:
