@@ -108,8 +108,8 @@ def test_rms_norm_takes_any_floating_weight_dtype_as_torch():
         testing.assert_matches_reference(ours, ref, x, w, rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
-def test_autocast_bf16_dtypes(input_dtype):
+@pytest.mark.parametrize("input_dtype", [torch.bfloat16])  # float32: the standard checks
+def test_autocast_keeps_a_bfloat16_inputs_dtype_as_torch(input_dtype):
     x = leaf(4, 6, 5, dtype=input_dtype)
     w, b = leaf(6, dtype=torch.float32), leaf(6, dtype=torch.float32)
     testing.assert_autocast_dtype_matches(*gn_pair(3), x, w, b)
@@ -178,17 +178,12 @@ def test_group_norm_bias_without_weight_where_native_backward_fails():
     testing.assert_gradcheck(lambda x, b: F.group_norm(x, 3, None, b), x, b)
 
 
-@pytest.mark.parametrize("shape,groups", [((2, 6, 3), 3), ((3, 4), 4), ((2, 4, 2, 2), 1)])
-def test_group_norm_gradcheck_and_gradgradcheck(shape, groups):
-    x, w, b = leaf(*shape), leaf(shape[1]), leaf(shape[1])
-    testing.assert_gradcheck(gn_pair(groups)[0], x, w, b)
-    testing.assert_gradcheck(lambda x: F.group_norm(x, groups), x)  # no affine: x alone
-
-
-def test_rms_norm_gradcheck_and_gradgradcheck():
-    x, w = leaf(3, 2, 4), leaf(2, 4)
-    testing.assert_gradcheck(rms_pair((2, 4))[0], x, w)
-    testing.assert_gradcheck(lambda x: F.rms_norm(x, (4,), eps=1e-3), x)
+def test_group_norm_gradcheck_and_gradgradcheck_with_one_value_per_group():
+    # no table example: x̂ = 0 and rstd = eps^-1/2 there, which amplifies float32's rounding
+    # past the standard checks' float32 tolerance
+    x, w, b = leaf(3, 4), leaf(4), leaf(4)
+    testing.assert_gradcheck(gn_pair(4)[0], x, w, b)
+    testing.assert_gradcheck(lambda x: F.group_norm(x, 4), x)  # no affine: x alone
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -300,7 +295,7 @@ def test_saves_exactly_x_gamma_and_the_stats():
         lambda: torch_F.rms_norm(half, (5,), rw))
 
 
-def test_needs_input_grad_skips_work():
+def test_needs_input_grad_skips_the_work_of_each_gradient():
     x, w, b = f32_leaves((8, 6, 5), (6,), (6,))
 
     def op(x, w, b):
@@ -316,7 +311,8 @@ def test_needs_input_grad_skips_work():
     assert sum(rms_full.values()) > sum(rms_weight.values())
 
 
-def test_vmap_per_sample_grads():
+def test_vmap_per_sample_weight_grads():
+    # the standard vmap check differentiates the batched input alone
     w, b = torch.randn(6, requires_grad=True), torch.randn(6, requires_grad=True)
     xs, targets = torch.randn(4, 2, 6, 5), torch.randn(4, 2, 6, 5)
 
