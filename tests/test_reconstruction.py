@@ -125,7 +125,8 @@ def test_reconstructions_are_drawn_for_an_autoencoder_only(tmp_path):
     (["model=autoencoder", "data=mnist1d"], "model",
      "autoencoder needs images shaped (C, H, W); the data gives (1, 40)"),
     (["model=autoencoder", "data=moons"], "model", "the data gives (2,)"),
-    (["model=autoencoder"], "callbacks.checkpoint.monitor",
+    (["model=autoencoder", "callbacks.checkpoint.monitor=val/acc"],
+     "callbacks.checkpoint.monitor",
      "model=autoencoder logs val/loss and val/psnr (no accuracy), so val/acc with mode=max"),
     (["experiment=digits_autoencoder", "callbacks.checkpoint.mode=max"],
      "callbacks.checkpoint.monitor", "val/loss with mode=max cannot pick its best epoch"),
@@ -139,6 +140,17 @@ def test_a_bad_pairing_is_refused_in_one_line(overrides, key, words, capsys):
     assert exit.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {key}: ") and words in err and "\n" not in err, err
+
+
+def test_without_a_monitor_the_recipes_own_picks_the_best_checkpoint(tmp_path):
+    """model=autoencoder on its own (callbacks.checkpoint.monitor null): the best checkpoint
+    is the one of least val/loss, the reconstruction recipe's monitor."""
+    import json
+
+    main(["model=autoencoder", "trainer.max_epochs=2", "data=digits",
+          f"hydra.run.dir={tmp_path}", "callbacks.gradient_check.enabled=false"])
+    best = json.loads((tmp_path / "metrics.json").read_text())["best"]
+    assert "val/loss" in best and "val/acc" not in best
 
 
 def test_the_experiments_pass_the_checks():

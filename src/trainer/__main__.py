@@ -69,12 +69,13 @@ def check_monitors_reconstruction(cfg: DictConfig) -> None:
     watch for one, or watch the loss the wrong way, with the keys that fix it."""
     for key in ("checkpoint", "early_stopping"):
         watch = cfg.callbacks[key]
-        if key == "early_stopping" and not watch.enabled:
-            continue
-        if RECONSTRUCTION_MONITORS.get(watch.monitor) != watch.mode:
+        if key == "early_stopping" and not watch.enabled or watch.monitor is None:
+            continue  # off, or the recipe's own monitor (val/loss, min)
+        mode = watch.mode or ("min" if watch.monitor.endswith("loss") else "max")
+        if RECONSTRUCTION_MONITORS.get(watch.monitor) != mode:
             raise config.ConfigError(
                 f"callbacks.{key}.monitor", f"model={cfg.model.name} logs val/loss and val/psnr "
-                f"(no accuracy), so {watch.monitor} with mode={watch.mode} cannot pick its best "
+                f"(no accuracy), so {watch.monitor} with mode={mode} cannot pick its best "
                 f"epoch: set callbacks.{key}.monitor=val/loss callbacks.{key}.mode=min "
                 "(experiment=digits_autoencoder does)")
 
@@ -138,6 +139,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     accumulate = trainer_options.pop("accumulate_grad_batches")  # the recipe steps, not Lightning
     datamodule = data.build(plain["data"], seed=plain["seed"])
     recipe = recipe_for(plain, datamodule, accumulate)
+    watch = plain["callbacks"]["checkpoint"]
+    if watch["monitor"] is None:  # the recipe's own best: val/acc for a classifier, ...
+        watch["monitor"], watch["mode"] = recipe.monitor
+    elif watch["mode"] is None:
+        watch["mode"] = "min" if watch["monitor"].endswith("loss") else "max"
     tensorboard = plain["logger"]["name"] == "tensorboard"
     logger = loggers.build(plain["logger"]["name"], run_dir)
     overridden = [runs.override_key(o) for o in hydra_config.overrides.task]

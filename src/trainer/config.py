@@ -449,8 +449,10 @@ class CSVConfig:
 
 @dataclass
 class CheckpointConfig:
-    monitor: str = "val/acc"
-    mode: str = checked("max", one_of("min", "max"))
+    # None: the recipe's own (a classifier's val/acc, max; a language model's or an
+    # autoencoder's val/loss, min)
+    monitor: str | None = None
+    mode: str | None = checked(None, optional(one_of("min", "max")))
     save_top_k: int = checked(1, at_least(-1))
     save_last: bool = True
 

@@ -54,6 +54,7 @@ class LanguageModelRecipe(Recipe):
     """
 
     task = "next_token"
+    monitor = ("val/loss", "min")
 
     def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any],
                  scheduler: Mapping[str, Any] | None = None, *, input_shape: Sequence[int],

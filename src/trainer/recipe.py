@@ -98,6 +98,9 @@ class Recipe(L.LightningModule):
 
     #: What it learns (callbacks that draw a classifier's pictures look for "classify").
     task = "classify"
+    #: The validation metric that picks the best checkpoint, and which way is better, unless
+    #: callbacks.checkpoint.monitor says otherwise.
+    monitor = ("val/acc", "max")
 
     def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any],
                  scheduler: Mapping[str, Any] | None = None, *, input_shape: Sequence[int],

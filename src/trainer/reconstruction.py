@@ -49,6 +49,7 @@ class ReconstructionRecipe(Recipe):
     :class:`~trainer.recipe.Recipe`'s arguments (``num_classes`` is kept, unused)."""
 
     task = "reconstruct"
+    monitor = ("val/loss", "min")
 
     def __init__(self, model: Mapping[str, Any], optimizer: Mapping[str, Any],
                  scheduler: Mapping[str, Any] | None = None, *, input_shape: Sequence[int],

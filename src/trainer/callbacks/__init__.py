@@ -100,7 +100,7 @@ def build(callbacks: Mapping[str, Any], run_dir: str | Path,
     from trainer.console import EpochLines
 
     checkpoint = dict(callbacks.get("checkpoint") or {})
-    monitor, mode = checkpoint.get("monitor", "val/acc"), checkpoint.get("mode", "max")
+    monitor, mode = checkpoint.get("monitor") or "val/acc", checkpoint.get("mode") or "max"
     dirpath = Path(run_dir) / "checkpoints"
     built: list[Callback] = [
         ModelCheckpoint(
