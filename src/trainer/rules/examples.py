@@ -80,8 +80,25 @@ def pool(rank: int, kind: str) -> Callable[[], list[Example]]:
     def examples() -> list[Example]:
         tail = {"count_include_pad": False} if kind == "avg" else {"dilation": 1}
         return [Example((x(2, 3, *(6,) * rank), 2)),
-                Example((x(1, 2, *(7,) * rank), 3), {"stride": 2, "padding": 1, **tail})]
+                Example((x(1, 2, *(7,) * rank), 3), {"stride": 2, "padding": 1, **tail}),
+                *_more_pools[kind, rank]()]
     return examples
+
+
+_more_pools: dict[tuple[str, int], Callable[[], list[Example]]] = {
+    ("max", 2): lambda: [
+        Example((x(1, 1, 5, 6), 3, 2, 1), {"ceil_mode": True, "return_indices": True},
+                "ceil_mode, indices"),
+        Example((x(2, 1, 5, 5), 2, 1, 1, 2), label="dilation 2"),
+        Example((x(2, 4, 4), 2), {"return_indices": True}, "unbatched, indices")],
+    ("max", 1): lambda: [
+        Example((x(2, 2, 9), 3, 2, 1, 2), {"ceil_mode": True}, "dilation 2, ceil_mode")],
+    ("avg", 2): lambda: [
+        Example((x(1, 1, 5, 6), 3, 2, 1), {"ceil_mode": True, "count_include_pad": False},
+                "ceil_mode, padding not counted"),
+        Example((x(2, 1, 4, 4), 2), {"divisor_override": 3}, "divisor_override")],
+    ("avg", 1): lambda: [Example((x(1, 2, 9), 3, 1, 1), label="stride 1, padding 1")],
+}
 
 
 def pointwise(**options: Any) -> Callable[[], list[Example]]:
