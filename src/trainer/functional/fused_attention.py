@@ -47,9 +47,18 @@ def _join_heads(t: Tensor, batch: int) -> Tensor:
 
 def _causal_bias(length: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(T, T): 0 on and below the diagonal, −∞ above it."""
-    above = torch.ones(length, length, dtype=torch.bool, device=device).triu(1)
-    return torch.zeros(length, length, dtype=dtype, device=device).masked_fill_(above,
-                                                                                 float("-inf"))
+    return torch.full((length, length), float("-inf"), dtype=dtype, device=device).triu_(1)
+
+
+def _attend(heads: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """(P V, lse) for the (3, B·H, T, D) heads, P = softmax(S), with S, P in one buffer."""
+    q, k, v = heads[0], heads[1], heads[2]
+    scores = torch.baddbmm(_causal_bias(q.shape[-2], q.dtype, q.device), q,
+                           k.transpose(-2, -1), alpha=scale)
+    row_max = scores.amax(-1, keepdim=True)
+    probs = scores.sub_(row_max).mul_(LOG2_E).exp2_()  # e^(S − max)
+    total = probs.sum(-1, keepdim=True)
+    return torch.bmm(probs, v).div_(total), row_max.add_(total.log_())
 
 
 def _autocast_off(device_type: str):
@@ -78,10 +87,14 @@ class CausalAttentionProj(Function):
         dS    = P ⊙ (dP − rowsum(P ⊙ dP))
         ∂L/∂Q = dS K/√D,   ∂L/∂K = dSᵀ Q/√D   (∂L/∂qkv: the three packed back)
 
+    Forward runs torch's fused CPU kernel on strided views of qkv (under a torch.func
+    transform, or off the CPU, the same math in torch ops), which also gives lse.
+
     Saves: qkv (its input, the c_attn output: no new memory) and lse (B·H, T, 1), a
     forward output; W (a parameter). Not P (T×T per head), nor O, which the unfused pair keeps
-    for ∂W: a first-order backward gets P back as exp(S − lse) (``_fast.fused``); with a
-    graph recorded, as softmax(S) of differentiable ops, so double backward is exact.
+    for ∂W: a first-order backward gets P back as exp(S − lse) and writes ∂Q, ∂K, ∂V in place
+    (``_fast.fused``); with a graph recorded, P is softmax(S) of differentiable ops, so double
+    backward is exact.
     """
 
     generate_vmap_rule = True
@@ -90,19 +103,23 @@ class CausalAttentionProj(Function):
     def forward(qkv: Tensor, weight: Tensor, bias: Tensor | None, n_head: int):
         device = qkv.device.type
         low, weight, bias = autocast_lower(device, qkv, weight, bias)
+        batch, length, width = qkv.shape
+        head_size = width // (3 * n_head)
+        scale = 1.0 / math.sqrt(head_size)
         with _autocast_off(device):
-            heads = _split_heads(low, n_head, 3).to(_opmath(low.dtype))
-            q, k, v = heads[0], heads[1], heads[2]
-            scale = 1.0 / math.sqrt(q.shape[-1])
-            scores = torch.baddbmm(_causal_bias(q.shape[-2], q.dtype, q.device), q,
-                                   k.transpose(-2, -1), alpha=scale)
-            row_max = scores.amax(-1, keepdim=True)
-            probs = scores.sub_(row_max).mul_(LOG2_E).exp2_()  # e^(S − max)
-            total = probs.sum(-1, keepdim=True)
-            attended = torch.bmm(probs, v).div_(total)
-            lse = row_max.add_(total.log_())
-            joined = _join_heads(attended[None], qkv.shape[0]).to(low.dtype)
-            return torch.nn.functional.linear(joined, weight, bias), lse
+            work = low.to(_opmath(low.dtype))
+            if torch._C._are_functorch_transforms_active() or device != "cpu":
+                attended, lse = _attend(_split_heads(work, n_head, 3), scale)
+                joined = _join_heads(attended[None], batch)
+            else:  # torch's fused CPU kernel, on strided views of qkv: no copy, no T×T buffer
+                q, k, v = (t.view(batch, length, n_head, head_size).transpose(1, 2)
+                           for t in work.split(width // 3, dim=-1))
+                attended, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q, k, v, 0.0, True, scale=scale)
+                joined = attended.transpose(1, 2).reshape(batch, length, width // 3)
+                lse = lse.reshape(batch * n_head, length, 1)
+            output = torch.nn.functional.linear(joined.to(low.dtype), weight, bias)
+        return output, lse
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -134,8 +151,8 @@ class CausalAttentionProj(Function):
         q, k, v = heads[0], heads[1], heads[2]
         scale = 1.0 / math.sqrt(q.shape[-1])
         causal = _causal_bias(q.shape[-2], q.dtype, q.device)
-        in_place = not records_graph() and not batched(g)
-        if in_place:  # P = exp(S − lse), from the saved row log-sum-exp
+        first_order = not records_graph() and not batched(g)
+        if first_order:  # P = exp(S − lse), from the saved row log-sum-exp
             probs = fast.probs_from_lse(q, k, to_dtype(lse, dtype), scale, causal)
         else:  # P = softmax(S) as a function of Q and K
             probs = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * scale + causal, -1)
@@ -144,15 +161,17 @@ class CausalAttentionProj(Function):
             grad_w = rows_g.t().mm(attended.reshape(-1, attended.shape[-1]))  # Σ_r gᵀ O
         if need_qkv:
             grad_out = _split_heads(g.matmul(weight), ctx.n_head, 1)[0]  # dO = g W
-            grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)  # Pᵀ dO
-            grad_probs = torch.matmul(grad_out, v.transpose(-2, -1))  # dP = dO Vᵀ
-            if in_place:
-                grad_scores = fast.scores_grad(probs, grad_probs)
-            else:  # dS = P ⊙ (dP − rowsum(P ⊙ dP))
+            if first_order:
+                grad_heads = fast.attention_input_grads(probs, grad_out, q, k, v, scale)
+            else:
+                grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)  # Pᵀ dO
+                grad_probs = torch.matmul(grad_out, v.transpose(-2, -1))  # dP = dO Vᵀ
+                # dS = P ⊙ (dP − rowsum(P ⊙ dP))
                 grad_scores = probs * (grad_probs - (probs * grad_probs).sum(-1, keepdim=True))
-            grad_q = torch.matmul(grad_scores, k) * scale  # dS K/√D
-            grad_k = torch.matmul(grad_scores.transpose(-2, -1), q) * scale  # dSᵀ Q/√D
-            grad_qkv = _join_heads(torch.stack([grad_q, grad_k, grad_v]), batch)
+                grad_q = torch.matmul(grad_scores, k) * scale  # dS K/√D
+                grad_k = torch.matmul(grad_scores.transpose(-2, -1), q) * scale  # dSᵀ Q/√D
+                grad_heads = torch.stack([grad_q, grad_k, grad_v])
+            grad_qkv = _join_heads(grad_heads, batch)
         return grad_qkv, grad_w, grad_b, None
 
 

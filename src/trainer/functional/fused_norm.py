@@ -7,7 +7,7 @@ activations (and the MLP's GELU output) are recomputed in backward instead of ke
 Each ``backward`` reads as the formula in its docstring, out of place. With a graph recorded
 (double backward) it recomputes μ, rstd (and the MLP's pre-activation h) from the saved x, so
 that autograd sees their dependence on the inputs; a first-order backward uses the forward's,
-and the MLP's GELU pair from one call (``_fast.fused.gelu_and_derivative``).
+the MLP's GELU pair from one call, and buffers reused in place (``_fast.fused``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import Tensor
 from ._fast import fused as fast
 from ._util import (
     Function,
+    batched,
     autocast_lower,
     check_float,
     check_same_dtype,
@@ -122,7 +123,7 @@ class LayerNormLinear(Function):
         ctx.save_for_backward(input if save_x else None, mean if save_x else None,
                               rstd if save_x else None, ln_weight if save_x else None,
                               ln_bias if need_w else None, weight if need_normed else None)
-        ctx.eps = eps
+        ctx.eps, ctx.input_shape = eps, input.shape
 
     @staticmethod
     def backward(ctx, g: Tensor | None, _grad_mean, _grad_rstd):
@@ -131,20 +132,34 @@ class LayerNormLinear(Function):
         x, mean, rstd, gamma, beta, weight = ctx.saved_tensors
         need_x, need_gamma, need_beta, need_w, need_b = ctx.needs_input_grad[:5]
         dtype = _opmath(g.dtype)
-        g, x, gamma, beta, weight = (to_dtype(t, dtype) for t in (g, x, gamma, beta, weight))
+        g, x, mean, rstd, gamma, beta, weight = (
+            to_dtype(t, dtype) for t in (g, x, mean, rstd, gamma, beta, weight))
         grad_b = _row_sum(g) if need_b else None  # ∂L/∂b = Σ_r g
+        need_normed = need_x or need_gamma or need_beta
+        if not records_graph() and not batched(g):  # the same formulas, on 2-D rows
+            rows_g, x_hat, rstd = _rows(g), None, None if rstd is None else _rows(rstd)
+            if x is not None:
+                x_hat = fast.normalized(_rows(x), _rows(mean), rstd)
+            grad_w = fast.normed_weight_grad(rows_g, x_hat, gamma, beta) if need_w else None
+            grads = (fast.layer_norm_grads(rows_g.mm(weight), x_hat, rstd, gamma, need_x,
+                                           need_gamma, need_beta)
+                     if need_normed else (None, None, None))
+            return (_shaped(grads[0], ctx.input_shape), *grads[1:], grad_w, grad_b, None)
         grad_w = x_hat = None
         if x is not None:
-            x_hat, rstd, normed = _normed(x, to_dtype(mean, dtype), to_dtype(rstd, dtype),
-                                          gamma, beta, ctx.eps)
+            x_hat, rstd, normed = _normed(x, mean, rstd, gamma, beta, ctx.eps)
             if need_w:
                 grad_w = _rows(g).t().mm(_rows(normed))  # ∂L/∂W = Σ_r gᵀ n
         grads = (None, None, None)
-        if need_x or need_gamma or need_beta:
+        if need_normed:
             g_normed = g.matmul(weight)  # gn = g W
             grads = _layer_norm_grads(g_normed, x_hat, rstd, gamma, need_x, need_gamma,
                                       need_beta)
         return (*grads, grad_w, grad_b, None)
+
+
+def _shaped(t: Tensor | None, shape) -> Tensor | None:
+    return None if t is None else t.view(shape)
 
 
 def _gelu_pair(h: Tensor, approximate: str) -> tuple[Tensor, Tensor]:
@@ -215,7 +230,7 @@ class LayerNormMLP(Function):
                               hidden if (through_h or need_w2) else None,
                               *(t if through_h else None
                                 for t in (ln_weight, ln_bias, fc_weight, fc_bias, proj_weight)))
-        ctx.eps, ctx.approximate = eps, approximate
+        ctx.eps, ctx.approximate, ctx.input_shape = eps, approximate, input.shape
 
     @staticmethod
     def backward(ctx, g: Tensor | None, _grad_hidden, _grad_mean, _grad_rstd):
@@ -225,30 +240,44 @@ class LayerNormMLP(Function):
         need_x, need_gamma, need_beta, need_w1, need_b1, need_w2, need_b2 = \
             ctx.needs_input_grad[:7]
         dtype = _opmath(g.dtype)
-        g, x, hidden, gamma, beta, w1, b1, w2 = (
-            to_dtype(t, dtype) for t in (g, x, hidden, gamma, beta, w1, b1, w2))
-        through_h = x is not None
-        x_hat = normed = None
-        if through_h:
-            x_hat, rstd, normed = _normed(x, to_dtype(mean, dtype), to_dtype(rstd, dtype),
-                                          gamma, beta, ctx.eps)
-        activation = slope = None
-        if records_graph() and (through_h or need_w2):
-            if through_h:  # h as a function of x, γ, β, W₁, b₁
-                hidden = torch.nn.functional.linear(normed, w1, b1)
-            activation, slope = _gelu_pair(hidden, ctx.approximate)
-        elif through_h:
-            activation, slope = fast.gelu_and_derivative(hidden, ctx.approximate)
-        elif need_w2:  # only ∂W₂ (and ∂b₂): a alone
-            activation = torch.nn.functional.gelu(hidden, approximate=ctx.approximate)
+        g, x, mean, rstd, hidden, gamma, beta, w1, b1, w2 = (
+            to_dtype(t, dtype) for t in (g, x, mean, rstd, hidden, gamma, beta, w1, b1, w2))
+        through_h = x is not None  # saved whenever a gradient flows through h
+        need_normed = need_x or need_gamma or need_beta
         grad_b2 = _row_sum(g) if need_b2 else None  # ∂L/∂b₂ = Σ_r g
+        grad_x = grad_gamma = grad_beta = grad_w1 = grad_b1 = grad_w2 = None
+        if not records_graph() and not batched(g):  # the same formulas, on 2-D rows
+            rows_g = _rows(g)
+            if through_h:
+                activation, slope = fast.gelu_and_derivative(_rows(hidden), ctx.approximate)
+            elif need_w2:  # only ∂W₂ (and ∂b₂): a alone
+                activation = torch.nn.functional.gelu(_rows(hidden), approximate=ctx.approximate)
+            grad_w2 = rows_g.t().mm(activation) if need_w2 else None
+            if through_h:
+                rstd = _rows(rstd)
+                x_hat = fast.normalized(_rows(x), _rows(mean), rstd)
+                g_hidden = rows_g.mm(w2).mul_(slope)
+                grad_b1 = g_hidden.sum(0) if need_b1 else None
+                grad_w1 = fast.normed_weight_grad(g_hidden, x_hat, gamma, beta) \
+                    if need_w1 else None
+                if need_normed:
+                    grad_x, grad_gamma, grad_beta = fast.layer_norm_grads(
+                        g_hidden.mm(w1), x_hat, rstd, gamma, need_x, need_gamma, need_beta)
+                    grad_x = _shaped(grad_x, ctx.input_shape)
+            return (grad_x, grad_gamma, grad_beta, grad_w1, grad_b1, grad_w2, grad_b2, None,
+                    None)
+        x_hat = normed = activation = slope = None
+        if through_h:
+            x_hat, rstd, normed = _normed(x, mean, rstd, gamma, beta, ctx.eps)
+            hidden = torch.nn.functional.linear(normed, w1, b1)  # h as a function of x, W₁…
+        if through_h or need_w2:
+            activation, slope = _gelu_pair(hidden, ctx.approximate)
         grad_w2 = _rows(g).t().mm(_rows(activation)) if need_w2 else None  # Σ_r gᵀ a
-        grad_x = grad_gamma = grad_beta = grad_w1 = grad_b1 = None
         if through_h:
             g_hidden = g.matmul(w2) * slope  # gh = (g W₂) ⊙ gelu′(h)
             grad_b1 = _row_sum(g_hidden) if need_b1 else None  # Σ_r gh
             grad_w1 = _rows(g_hidden).t().mm(_rows(normed)) if need_w1 else None  # Σ_r ghᵀ n
-            if need_x or need_gamma or need_beta:
+            if need_normed:
                 grad_x, grad_gamma, grad_beta = _layer_norm_grads(
                     g_hidden.matmul(w1), x_hat, rstd, gamma, need_x, need_gamma, need_beta)
         return (grad_x, grad_gamma, grad_beta, grad_w1, grad_b1, grad_w2, grad_b2, None, None)
