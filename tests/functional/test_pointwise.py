@@ -220,11 +220,6 @@ def test_pow_integer_exponent_of_a_negative_base_has_finite_base_gradient():
     assert grad_exponent.isnan().all()  # ln of a negative base, as torch
 
 
-def test_pow_gradients_at_fractional_exponents():
-    testing.assert_gradcheck(lambda b: F.pow(b, 0.5), positive(3, 4))
-    testing.assert_gradcheck(F.pow, positive(3, 1), randn(4))
-
-
 # -- clamp -------------------------------------------------------------------------------------
 
 def test_clamp_passes_g_at_its_bounds_as_torch():

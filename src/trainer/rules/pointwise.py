@@ -139,7 +139,9 @@ def _pow() -> list[Example]:
     return [Example((x(3, 4), 3), label="number exponent"),
             Example((2.5, x(3, 4)), label="number base"),
             Example((_positive(3, 1), integral), label="both broadcast"),
-            Example((_positive(2, 3, grad=False), x()), label="0-d exponent")]
+            Example((_positive(2, 3, grad=False), x()), label="0-d exponent"),
+            Example((_positive(3, 4), 0.5), label="fractional number exponent"),
+            Example((_positive(3, 1), x(4)), label="both broadcast, real exponents")]
 
 
 def _unary(make):
