@@ -81,11 +81,6 @@ def test_pad_matches_torch(mode, shape, pad):
                                      testing.non_contiguous(x))
 
 
-@pytest.mark.parametrize("mode,shape,pad", PAD_CASES[1:25:3])
-def test_pad_gradgradcheck(mode, shape, pad):
-    testing.assert_gradcheck(lambda t: F.pad(t, pad, mode), x64(*shape))
-
-
 @pytest.mark.parametrize("value", [None, 0, 2.5, -1])
 def test_constant_value_and_integer_inputs(value):
     x = x64(2, 3, 4)
@@ -185,9 +180,9 @@ def test_adaptive_pool_matches_torch(name, shape, size, dtype):
     testing.assert_matches_reference(lambda t: ours(t, size), lambda t: theirs(t, size), x)
 
 
-@pytest.mark.parametrize("name,shape,size", POOL_CASES[1:16:4])
-def test_adaptive_pool_gradgradcheck(name, shape, size):
-    testing.assert_gradcheck(lambda t: getattr(F, name)(t, size), x64(*shape))
+def test_adaptive_pool_gradgradcheck_with_an_empty_output():
+    # no table example: torch's own backward refuses an empty output (ours gives zeros)
+    testing.assert_gradcheck(lambda t: F.adaptive_avg_pool1d(t, 0), x64(2, 3, 5))
 
 
 def test_overlapping_windows_add_up():

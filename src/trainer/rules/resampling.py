@@ -40,7 +40,16 @@ def pad_examples() -> list[Example]:
             Example((x(1, 2, 4, 4), (-2, 3, 1, 2)), {"mode": "replicate"}, "replicate 2-D"),
             Example((x(2, 3, 5), (5, 2)), {"mode": "circular"}, "circular, a whole turn"),
             Example((x(2, 4, 4), (1, 2, -1, 3)), {"mode": "circular"},
-                    "circular 2-D unbatched, crop then wrap")]
+                    "circular 2-D unbatched, crop then wrap"),
+            Example((x(2, 3, 5), (-2, 1)), label="constant, a crop and a pad"),
+            Example((x(2, 3, 4), (1, -1, -1, 2, 1, 0)), label="constant, every dim, crops"),
+            Example((x(2, 3, 5), (4, 4)), {"mode": "reflect"}, "reflect, size - 1 each side"),
+            Example((x(2, 3, 5), (3, -5)), {"mode": "reflect"}, "reflect, crop it all"),
+            Example((x(1, 2, 3, 4, 5), (1, 4, 3, 2, 2, 1)), {"mode": "reflect"}, "reflect 3-D"),
+            Example((x(1, 2, 4, 4), (-2, 3, 4, -3)), {"mode": "replicate"},
+                    "replicate 2-D, wider than x"),
+            Example((x(2, 3, 5), (5, 5)), {"mode": "circular"}, "circular, a turn each side"),
+            Example((x(1, 2, 4, 5), (2, -2, 4, 1)), {"mode": "circular"}, "circular 2-D")]
 
 
 def adaptive_avg_pool1d_examples() -> list[Example]:
@@ -54,7 +63,9 @@ def adaptive_avg_pool2d_examples() -> list[Example]:
     return [Example((x(2, 3, 6, 4), (3, 2)), label="windows tile"),
             Example((x(1, 2, 7, 5), (3, 4)), label="overlapping windows"),
             Example((x(2, 5, 7), (None, 3)), label="unbatched, None keeps H"),
-            Example((x(2, 3, 5, 5), 1), label="global")]
+            Example((x(2, 3, 5, 5), 1), label="global"),
+            Example((x(2, 3, 7, 5), 3), label="overlapping both ways"),
+            Example((x(3, 7, 5), (2, 3)), label="unbatched")]
 
 
 RULES: tuple[Rule, ...] = (
