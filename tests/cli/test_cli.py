@@ -356,7 +356,7 @@ def test_help_lists_the_config_groups(tmp_path):
         assert group in result.stdout
     assert "schema/" not in result.stdout  # the schemas' internal groups are not options
     model = next(line for line in result.stdout.splitlines() if line.startswith("  model:"))
-    assert model.split(None, 1)[1] == "attention, cnn, cnn1d, mlp*"  # the default starred
+    assert model.split(None, 1)[1] == "attention, autoencoder, cnn, cnn1d, gpt, mlp*, rnn"  # the default starred
 
 
 def isolated_venv(path: Path) -> Path:
