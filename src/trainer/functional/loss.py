@@ -171,7 +171,8 @@ class MseLoss(Function):
         ∂L/∂x = Σ_broadcast  2 g w d          ∂L/∂y = −Σ_broadcast 2 g w d
         ∂L/∂w = g (Σ_broadcast d² − loss)   ('mean'; g Σ_broadcast d² otherwise)
 
-    Saves: d only (plus w when given), not x and y. d is returned as a second, hidden output,
+    Saves: d only (plus w when given), not x and y; d has the broadcast shape, so where x and
+    y broadcast against each other it can hold more than both. d is returned as a second, hidden output,
     so that autograd knows d depends on x and y: the first gradients are made from d, and
     double backward then reaches x and y through d's own gradient, which this backward also
     takes (∂d/∂x = I, ∂d/∂y = −I).

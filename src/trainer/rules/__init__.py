@@ -206,7 +206,8 @@ RULES: tuple[Rule, ...] = (
          stands_for=("torch.nn.functional.mse_loss",),
          twins=("trainer.nn.loss.MSELoss",),
          grads=("input: 2 g (x − y)", "target: −2 g (x − y)"),
-         saves="d = x − y only, not x and y",
+         saves=("d = x − y only, not x and y (d has the broadcast shape: where x and y "
+                "broadcast, it can outweigh them both)"),
          examples=ex.mse_loss),
     Rule(name="linear_cross_entropy", function=fused.LinearCrossEntropy,
          stands_for=(),
