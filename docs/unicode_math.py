@@ -1,0 +1,504 @@
+"""The Unicode formulas of trainer.functional's docstrings, as LaTeX for KaTeX.
+
+The docstrings stay plain text, read in the source as written ("∂L/∂x = rstd/D · (D·gγ −
+Σ_d gγ − x̂·Σ_d(gγ·x̂))"); the site shows the same lines typeset. ``to_latex(formula)`` turns
+one formula into LaTeX: symbols by table (∂ · ⊙ − × ≤ ∈ ⌊⌋ ...), Σ_d and Σ_{n,t} into
+sums, √, ^(...), ᵀ, ², x̂ into their LaTeX forms, ∂L/∂x into a fraction, function names
+into operators, and the words of a formula ("(summed over rows)", "where x ≤ −3") into
+text. It is conservative: a multi-letter word it does not know, or brackets that do not
+pair, gives None, and the caller shows the line as it is written. New notation in a
+docstring is taught here, in the tables (``python docs/check_math.py`` lists what falls
+back).
+"""
+
+from __future__ import annotations
+
+import re
+
+GREEK = {"α": r"\alpha", "β": r"\beta", "γ": r"\gamma", "δ": r"\delta", "ε": r"\varepsilon",
+         "θ": r"\theta", "λ": r"\lambda", "μ": r"\mu", "π": r"\pi", "ρ": r"\rho",
+         "σ": r"\sigma", "τ": r"\tau", "φ": r"\varphi", "ψ": r"\psi", "ω": r"\omega",
+         "Φ": r"\Phi", "Δ": r"\Delta", "Ω": r"\Omega", "ℓ": r"\ell"}
+SYMBOLS = {"·": r"\cdot", "×": r"\times", "⊙": r"\odot", "⊗": r"\otimes", "−": "-", "-": "-",
+           "+": "+", "±": r"\pm", "=": "=", "≠": r"\ne", "≤": r"\le", "≥": r"\ge", "<": "<",
+           ">": ">", "←": r"\leftarrow", "→": r"\to", "->": r"\to", "⇔": r"\Leftrightarrow",
+           "∈": r"\in", "∨": r"\lor", "∧": r"\land", "¬": r"\lnot", "∞": r"\infty",
+           "…": r"\ldots", "..": r"\ldots", "~": r"\sim", "∂": r"\partial", "½": r"\tfrac{1}{2}",
+           "‖": r"\Vert", "|": r"\vert", "⌊": r"\lfloor", "⌋": r"\rfloor", "⌈": r"\lceil",
+           "⌉": r"\rceil", "⟨": r"\langle", "⟩": r"\rangle", "%": r"\bmod", "//": r"\mathbin{//}",
+           "@": r"\mathbin{@}", "+=": r"\mathrel{+}=", ":=": r"\coloneqq", "=:": r"\eqqcolon",
+           "#": r"\#", "{": r"\{", "}": r"\}", "(": "(", ")": ")", "[": "[", "]": "]",
+           ",": ",", ";": ";", ":": r"\colon", "/": "/", "*": "*", ".": ".", "!": "!",
+           "Σ": r"\sum", "∏": r"\prod", "Π": r"\prod", "√": r"\sqrt"}
+SUPERSCRIPT = {"ᵀ": r"\top", "ᴴ": r"\mathsf{H}", "⁰": "0", "¹": "1", "²": "2", "³": "3",
+               "⁻": "-", "ˣ": "x", "ᵉ": "e"}
+SUBSCRIPT = {"₀": "0", "₁": "1", "₂": "2", "₃": "3"}
+ACCENTS = {"\u0302": r"\hat", "\u0303": r"\tilde", "\u0304": r"\bar", "\u0305": r"\bar"}
+PRECOMPOSED = {"ā": "a\u0304", "ȳ": "y\u0304", "ē": "e\u0304", "ō": "o\u0304"}
+RELATIONS = {"=", "←", "+=", ":=", "=:"}
+# Words, by how they are set. Any other multi-letter word reads as prose (as \text), or,
+# followed by "(", as a function (as \operatorname).
+OPERATORS = {"log": r"\log", "ln": r"\ln", "exp": r"\exp", "tanh": r"\tanh", "sin": r"\sin",
+             "cos": r"\cos", "max": r"\max", "min": r"\min"}
+OPERATOR_NAMES = set("""softmax log_softmax erf sgn sign conj diag onehot reshape scatter_add
+    index_add expand restore flip cumsum cat clamp logit softplus gelu huber rowsum argmax
+    argmin mean var where conv1d conv2d conv_transpose1d conv_transpose2d pixel_shuffle
+    pixel_unshuffle count group pos src einsum reduce expm1 len sum_to_shape relu
+    """.split())
+NAMES = set("""rstd lse lo hi loss pre real momentum threshold margin correction scale
+    min_val max_val log_target""".split())
+# Short words of prose, which would otherwise pass for names like dS or Ev when capitalised.
+PROSE = set("""a an and any are as at be but by for has if in is it its nan no nor not of on
+    one or per so the to two via was""".split())
+ITALIC = {"gn", "gh", "gnγ"}
+
+
+class Unconvertible(ValueError):
+    """A formula the tables do not cover: shown as written instead."""
+
+
+def operator(name: str) -> str:
+    return rf"\operatorname{{{tex_text(name)}}}"
+
+
+def tex_text(text: str) -> str:
+    return re.sub(r"([_#%&{}$])", r"\\\1", text)
+
+
+def tokenize(text: str) -> list[tuple[str, str]]:
+    """(kind, text) pairs: space, word, number, string, possessive or symbol."""
+    for composed, decomposed in PRECOMPOSED.items():
+        text = text.replace(composed, decomposed)
+    tokens, i, n = [], 0, len(text)
+
+    def is_letter(ch: str) -> bool:
+        return ch.isalpha() and ch not in SUPERSCRIPT and ch not in "ΣΠ"
+
+    def is_core(ch: str) -> bool:
+        return (ch.isalnum() and ch not in SUPERSCRIPT and ch not in SUBSCRIPT
+                and ch not in "ΣΠ½") or ch in ACCENTS
+
+    def decorations(j: int) -> int:
+        while j < n and (text[j] in SUPERSCRIPT or text[j] in SUBSCRIPT or text[j] == "′"):
+            j += 1
+        return j
+
+    while i < n:
+        ch = text[i]
+        if ch.isspace():
+            j = i
+            while j < n and text[j].isspace():
+                j += 1
+            tokens.append(("space", text[i:j]))
+        elif is_letter(ch) or ch == "_" and i + 1 < n and is_letter(text[i + 1]) and (
+                not i or text[i - 1] in " ("):  # a name, _gelu_pair and _CHUNK too
+            j = i + (ch == "_")
+            while j < n and is_core(text[j]):
+                j += 1
+            while j + 1 < n and (text[j] == "_" or text[j] in "-." and text[j + 1].isalpha()
+                                 or text[j:j + 2] == "._"):
+                if text[j:j + 2] == "._":  # trainer.functional._fast
+                    j += 1
+                elif text[j:j + 2] == "_{":  # h_{t−1}
+                    close = text.find("}", j)
+                    if close < 0:
+                        raise Unconvertible("an unclosed _{")
+                    j = close + 1
+                elif is_core(text[j + 1]):  # W_ih, x-side, x.shape
+                    j += 1
+                    while j < n and is_core(text[j]):
+                        j += 1
+                else:
+                    break
+            j = decorations(j)
+            tokens.append(("word", text[i:j]))
+        elif ch in "0123456789":
+            m = re.match(r"\d+(?:\.\d+)?(?:e-?\d+)?", text[i:])
+            j = decorations(i + m.end())
+            tokens.append(("number", text[i:j]))
+        elif ch == "`":
+            m = re.match(r"``(.+?)``|`([^`]+)`", text[i:])
+            if not m:
+                raise Unconvertible("an unclosed code span")
+            j = i + m.end()
+            tokens.append(("code", m[1] or m[2]))
+        elif ch == "'" and i and text[i - 1].isalnum():
+            if re.match(r"'s\b", text[i:]):
+                j = i + 2
+                tokens.append(("possessive", "'s"))
+            else:
+                j = i + 1
+                tokens.append(("symbol", "′"))  # y' reads as y′
+        elif ch == "'":
+            j = text.find("'", i + 1) + 1
+            if j == 0:
+                raise Unconvertible("an unclosed quote")
+            tokens.append(("string", text[i:j]))
+        elif ch in SUPERSCRIPT or ch in SUBSCRIPT or ch == "′":
+            j = decorations(i)
+            tokens.append(("symbol", text[i:j]))
+        else:
+            two = text[i:i + 2]
+            j = i + (2 if two in ("->", "+=", ":=", "=:", "//", "..") else 1)
+            tokens.append(("symbol", text[i:j]))
+        i = j
+    return tokens
+
+
+def decorate(base: str, rest: str) -> str:
+    """``base`` with the primes, superscripts and subscripts written after it."""
+    sup = "".join(SUPERSCRIPT[c] for c in rest if c in SUPERSCRIPT)
+    sub = "".join(SUBSCRIPT[c] for c in rest if c in SUBSCRIPT)
+    out = base + "'" * rest.count("′")
+    out += f"_{{{sub}}}" if sub else ""
+    return out + (f"^{{{sup}}}" if sup else "")
+
+
+def letters(core: str) -> str:
+    """Letters set side by side (x̂ → \\hat{x}, gγ → g\\gamma), digits after one letter as a
+    subscript (h0 → h_0)."""
+    m = re.fullmatch(r"(\D+?)(\d+)", core)
+    if m and len(m[1]) == 1:
+        return f"{letters(m[1])}_{{{m[2]}}}"
+    out = []
+    for ch in core:
+        if ch in ACCENTS:
+            if not out:
+                raise Unconvertible(f"an accent with nothing under it in {core!r}")
+            out[-1] = f"{ACCENTS[ch]}{{{out[-1]}}}"
+        elif ch.isascii() and ch.isalnum():
+            out.append(ch)
+        elif ch in GREEK:
+            out.append(GREEK[ch])
+        else:
+            raise Unconvertible(f"no LaTeX for {ch!r}")
+    return " ".join(out)
+
+
+class Converter:
+    """One formula's tokens to pieces: ("m", LaTeX) or ("t", text, set as \\text)."""
+
+    def __init__(self, tokens: list[tuple[str, str]], display: bool):
+        self.tokens, self.display, self.i = tokens, display, 0
+
+    def peek(self, offset: int = 0) -> tuple[str, str]:
+        j = self.i + offset
+        return self.tokens[j] if j < len(self.tokens) else ("end", "")
+
+    def group(self, close: str) -> str:
+        """The tokens up to the ``close`` that pairs with the opening just read, as LaTeX."""
+        depth, start = 0, self.i
+        opening = {")": "(", "]": "[", "}": "{"}[close]
+        while self.i < len(self.tokens):
+            kind, text = self.tokens[self.i]
+            if kind == "symbol" and text == opening:
+                depth += 1
+            elif kind == "symbol" and text == close:
+                if depth == 0:
+                    inner = Converter(self.tokens[start:self.i], self.display).latex()
+                    self.i += 1
+                    return inner
+                depth -= 1
+            self.i += 1
+        raise Unconvertible(f"no {close!r} to close a group")
+
+    def argument(self) -> str:
+        """What a √ or ^ applies to: a (group), or one word or number (with its call)."""
+        kind, text = self.peek()
+        if kind == "symbol" and text == "(":
+            self.i += 1
+            return self.group(")")
+        if kind in ("word", "number"):
+            self.i += 1
+            out = self.word(text)[1] if kind == "word" else self.number(text)
+            if self.peek() == ("symbol", "("):
+                self.i += 1
+                out += f"({self.group(')')})"
+            return out
+        raise Unconvertible("√ or ^ with nothing to apply to")
+
+    def subscript(self) -> str:
+        kind, text = self.peek()
+        if kind == "word" and text.startswith("_{"):
+            raise Unconvertible("a subscript group without a base")
+        self.i += 1
+        if kind == "symbol" and text == "{":
+            return self.group("}")
+        if kind == "word":
+            return self.word(text)[1] if len(text) == 1 else rf"\mathrm{{{tex_text(text)}}}"
+        raise Unconvertible("an _ with nothing after it")
+
+    def number(self, text: str) -> str:
+        m = re.fullmatch(r"([\d.]+?)(?:e(-?\d+))?(\D*)", text)
+        base = m[1] if not m[2] else ("10" if m[1] == "1" else rf"{m[1]} \cdot 10") + f"^{{{m[2]}}}"
+        return decorate(base, m[3])
+
+    def sub_part(self, part: str) -> str:
+        if part.startswith("{"):
+            return Converter(tokenize(part[1:-1]), self.display).latex()
+        return letters(part) if len(part) == 1 else rf"\mathrm{{{tex_text(part)}}}"
+
+    def word(self, text: str) -> tuple[str, str]:
+        """A word's piece: math for a name or operator, text for a word of prose. A word
+        followed by "(" is a function; an unknown word otherwise reads as prose."""
+        m = re.fullmatch(r"(.*?)([ᵀᴴ⁰¹²³⁻ˣᵉ₀₁₂₃′]*)", text, re.S)
+        name, rest = m[1], m[2]
+        call = self.peek() == ("symbol", "(")
+        if re.fullmatch(r"(?:\w\.)+\w?", name):  # e.g, i.e
+            return ("t", name)
+        if "." in name or name.startswith("_"):  # x.shape, fast.weight_grad, _fast: code
+            return ("m", decorate(rf"\mathtt{{{tex_text(name)}}}", rest))
+        if "-" in name:
+            return ("t", text) if not rest else ("m", decorate(rf"\text{{{tex_text(name)}}}", rest))
+        if name in OPERATORS or name in OPERATOR_NAMES and (call or rest):
+            return ("m", decorate(OPERATORS.get(name) or operator(name), rest))
+        if name in NAMES:
+            return ("m", decorate(rf"\mathrm{{{tex_text(name)}}}", rest))
+        core, _, tail = name.partition("_")
+        parts = re.findall(r"\{[^}]*\}|[^_]+", tail) if tail else []
+        if call and not parts and len(core) > 1 and core.isascii() and core.isalpha():
+            return ("m", decorate(operator(core), rest))  # CE(x), Bernoulli(1 − p)
+        if parts and len(core) > 1 and any(
+                len(p) > 1 and p not in ("dim", "dims") and not p.startswith("{") for p in parts):
+            whole = operator(name) if call else rf"\mathrm{{{tex_text(name)}}}"
+            return ("m", decorate(whole, rest))  # a snake_case name: pos_weight, l1_loss
+        if self.known_letters(core):
+            base = letters(core)
+        elif not parts and not rest and core.isalpha():
+            return ("m", operator(name)) if call else ("t", name)
+        elif (core in OPERATORS or core in OPERATOR_NAMES) and len(parts) == 1 and (
+                len(parts[0]) == 1 or parts[0] in ("dim", "dims")):  # mean_d, max_dims
+            base = OPERATORS.get(core) or operator(core)
+        else:
+            base = rf"\mathrm{{{tex_text(core)}}}"
+        if re.search(r"_\{\d+\}$", base) and parts:  # h0_i → h_{0,i}
+            base, digits = base.rsplit("_", 1)
+            parts = [digits[1:-1] + "," + self.sub_part(parts[0])] + parts[1:]
+            sub = ",".join(parts)
+        else:
+            sub = ",".join(self.sub_part(p) for p in parts)
+        out = base + (f"_{{{sub}}}" if sub else "")
+        return ("m", decorate(out, rest))
+
+    @staticmethod
+    def known_letters(core: str) -> bool:
+        """Short names set as letters side by side: dS, KW, sH, gγ, δh, x̂, h0."""
+        plain = "".join(c for c in core if c not in ACCENTS)
+        if core in ITALIC or len(plain) == 1 or re.fullmatch(r"[^\W\d_]\d+", plain):
+            return True
+        return (len(plain) <= 3 and plain.lower() not in PROSE and plain not in NAMES
+                and (any(c in GREEK for c in plain) or not plain.isupper() and not
+                     plain.islower() or plain.isupper() and len(plain) == 2))
+
+    def pieces(self) -> list[tuple[str, str]]:
+        out = self.raw_pieces()
+        words = [j for j, piece in enumerate(out) if piece[0] != "s"]
+        for k, j in enumerate(words):  # "at a NaN x", "a scatter of": the article
+            before = out[words[k - 1]][0] if k else "t"
+            after = out[words[k + 1]][0] if k + 1 < len(words) else None
+            if out[j] == ("m", "a") and before == "t" and after == "t":
+                out[j] = ("t", "a")
+        return out
+
+    def raw_pieces(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        while self.i < len(self.tokens):
+            kind, text = self.tokens[self.i]
+            self.i += 1
+            if kind == "space":
+                wide = len(text) > 1 and out and out[-1] in (("m", ","), ("m", ";"))
+                out.append(("m", r"\quad") if wide else ("s", " "))  # "β,  x̂ = ..."
+            elif kind == "number":
+                out.append(("m", self.number(text)))
+            elif kind == "string":
+                out.append(("t", text))
+            elif kind == "code":
+                out.append(("c", text))
+            elif kind == "possessive":
+                out.append(("t", "'s"))
+            elif kind == "word":
+                piece = self.word(text)
+                if self.peek() == ("symbol", "=") and (
+                        self.peek(1)[0] in ("word", "number", "string")):  # stride=s
+                    piece = ("m", rf"\mathrm{{{tex_text(text)}}}{{=}}")
+                    self.i += 1
+                out.append(piece)
+                if piece[0] == "m" and self.peek() == ("symbol", "("):
+                    self.i += 1
+                    out.append(("m", "{(}"))  # a call's parenthesis: never a remark's
+            elif text == "∂" and self.fraction(out):
+                pass
+            elif text in SUPERSCRIPT or text[0] in SUPERSCRIPT or text[0] in SUBSCRIPT \
+                    or text[0] == "′":
+                alone = not out or out[-1][0] == "s"
+                out.append(("m", decorate("{}" if alone else "", text)))
+            elif text == "^":
+                out.append(("m", f"^{{{self.argument()}}}"))
+            elif text == "√":
+                out.append(("m", rf"\sqrt{{{self.argument()}}}"))
+            elif text == "_":
+                out.append(("m", f"_{{{self.subscript()}}}"))
+            elif text in ("Σ", "∏", "Π") and self.peek() == ("symbol", "_"):
+                self.i += 1
+                out.append(("m", f"{SYMBOLS[text]}_{{{self.subscript()}}}"))
+            elif text in GREEK:
+                out.append(("m", GREEK[text]))
+            elif text in SYMBOLS:
+                out.append(("m", SYMBOLS[text]))
+            else:
+                raise Unconvertible(f"no LaTeX for {text!r}")
+        return out
+
+    def fraction(self, out: list) -> bool:
+        """∂A/∂B (or ∂/∂B), its index with it, as a fraction in display math."""
+        k = self.i
+        num = ""
+        if self.peek()[0] == "word":
+            num, k = self.word(self.peek()[1])[1], k + 1
+        if self.tokens[k:k + 2] != [("symbol", "/"), ("symbol", "∂")] or \
+                k + 2 >= len(self.tokens) or self.tokens[k + 2][0] != "word":
+            return False
+        self.i = k + 3
+        den = self.word(self.tokens[k + 2][1])[1]
+        if self.peek() == ("symbol", "["):
+            self.i += 1
+            den += f"[{self.group(']')}]"
+        num_tex = rf"\partial {num}".strip()
+        out.append(("m", rf"\frac{{{num_tex}}}{{\partial {den}}}" if self.display
+                    else rf"{num_tex}/\partial {den}"))
+        return True
+
+    def latex(self) -> str:
+        return render(self.pieces())
+
+
+def render(pieces: list[tuple[str, str]]) -> str:
+    """Math pieces joined; each run of text (with the spaces and punctuation around it)
+    in one \\text{...}."""
+    kinds = [kind for kind, _ in pieces]
+
+    def beside(j: int, step: int) -> str | None:
+        j += step
+        while 0 <= j < len(kinds) and kinds[j] == "s":
+            j += step
+        return kinds[j] if 0 <= j < len(kinds) else None
+
+    opened = []  # parentheses whose inside starts and ends with words are a remark in words
+    for j, (kind, tex) in enumerate(pieces):
+        if kind == "m" and tex in ("(", "{(}"):
+            opened.append(j)
+        elif kind == "m" and tex == ")" and opened and pieces[opened[-1]][1] == "{(}":
+            opened.pop()
+        elif kind == "m" and tex == ")" and opened:
+            start = opened.pop()
+            if beside(start, 1) in ("t", "c") and beside(j, -1) in ("t", "c"):
+                kinds[start] = kinds[j] = "t"
+    for j, (kind, tex) in enumerate(pieces):  # and punctuation after words
+        if kind == "m" and tex in (",", ";", r"\colon", ".") and beside(j, -1) in ("t", "c"):
+            kinds[j] = "t"
+    out: list[str] = []
+    text, space = None, False
+    for kind, (_, tex) in zip(kinds, pieces):
+        if kind == "s":
+            text, space = (text + " ", False) if text is not None else (None, True)
+            continue
+        if kind in ("t", "c"):
+            text = (text if text is not None else (" " if space and out else ""))
+            text += (rf"\texttt{{{tex_text(tex)}}}" if kind == "c"
+                     else tex_text({"\\colon": ":"}.get(tex, tex)))
+        else:
+            if text is not None:
+                out.append(rf"\text{{{text}}}")
+                text = None
+            out.append(tex)
+        space = False
+    if text is not None and text.strip():
+        out.append(rf"\text{{{text.rstrip()}}}")
+    return " ".join(out)
+
+
+def paired(tokens: list[tuple[str, str]]) -> bool:
+    """Brackets close in order; [a, b) is an interval, so ( and [ close each other."""
+    depth = 0
+    for kind, text in tokens:
+        depth += kind == "symbol" and text in "([{⌊⌈"
+        depth -= kind == "symbol" and text in ")]}⌋⌉"
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def to_latex(formula: str, display: bool = True, whole: bool = True) -> str | None:
+    """``formula`` (in the Unicode notation) as LaTeX, or None. ``whole=False``: a piece
+    of a formula that goes on over several lines, whose brackets need not pair."""
+    try:
+        tokens = tokenize(formula.strip())
+        return Converter(tokens, display).latex() if not whole or paired(tokens) else None
+    except Unconvertible:
+        return None
+
+
+def is_paired(formula: str) -> bool:
+    try:
+        return paired(tokenize(formula))
+    except Unconvertible:
+        return False
+
+
+def split_relation(formula: str) -> tuple[str, str] | None:
+    """``formula`` cut before its first relation (=, ←, +=) outside brackets and with a
+    space before it (not stride=s), for aligning lines at it; None without one."""
+    try:
+        tokens = tokenize(formula)
+    except Unconvertible:
+        return None
+    depth = 0
+    for j, (kind, text) in enumerate(tokens):
+        depth += kind == "symbol" and text in "([{⌊⌈"
+        depth -= kind == "symbol" and text in ")]}⌋⌉"
+        if (depth == 0 and kind == "symbol" and text in RELATIONS and j
+                and tokens[j - 1][0] == "space"):
+            return ("".join(t for _, t in tokens[:j]).rstrip(), "".join(t for _, t in tokens[j:]))
+    return None
+
+
+def is_prose(line: str) -> bool:
+    """A line of prose, not a formula: it opens with a word that reads as prose ("the",
+    "Softmax cross entropy ...", "LSTM over ...", not "mean(x)", "loss_i =" nor a label
+    "constant:") or with a string that a word follows ('mean' divides ...)."""
+    try:
+        tokens = [t for t in tokenize(line) if t != ("symbol", "(")]
+    except Unconvertible:
+        return False
+    while tokens and tokens[0][0] == "space":
+        tokens.pop(0)
+    if not tokens:
+        return True
+    kind, text = tokens[0]
+    after = tokens[1:3]
+    if kind == "string":
+        return len(after) == 2 and after[0][0] == "space" and after[1][0] == "word"
+    if kind == "word" and re.fullmatch(r"[A-Z][a-z]+|[A-Z]{3,}\w*", text):
+        return True  # "Outputs: ...", "LSTM over ..."
+    if kind != "word" or after and after[0][0] == "symbol" and after[0][1] in (":", "=", "("):
+        return False
+    return Converter(tokens[:1], True).pieces()[0][0] == "t"
+
+
+def split_prose_tail(line: str) -> tuple[str, str] | None:
+    """``line`` cut before its first ", <word of prose>" outside brackets that follows a
+    relation: a formula whose sentence goes on in the next line of prose."""
+    try:
+        tokens = tokenize(line)
+    except Unconvertible:
+        return None
+    depth, seen_relation = 0, False
+    for j, (kind, text) in enumerate(tokens):
+        depth += kind == "symbol" and text in "([{⌊⌈"
+        depth -= kind == "symbol" and text in ")]}⌋⌉"
+        seen_relation |= depth == 0 and kind == "symbol" and text in RELATIONS
+        rest = tokens[j + 1:j + 3]
+        if (depth == 0 and seen_relation and text == "," and len(rest) == 2
+                and rest[0][0] == "space" and is_prose("".join(t for _, t in tokens[j + 1:]))):
+            return "".join(t for _, t in tokens[:j]), "".join(t for _, t in tokens[j + 1:]).strip()
+    return None
