@@ -1,6 +1,7 @@
 """MkDocs hook: the pages that come from the code, so that none of them is a copy.
 
-- ``rules.md``: the table ``trainer.rules.RULES``, one row per rule;
+- ``rules.md``: the table ``trainer.rules.RULES``, one row per rule, each gradient's formula
+  typeset (``unicode_math.to_latex``);
 - ``families/<family>.md``: one page per module of ``trainer.functional`` (``rule.family``),
   a section per rule holding its Function's docstring (the derivation) and source, rendered
   by mkdocstrings;
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File, Files
 
 from trainer.rules import RULES, Rule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # mkdocs loads this hook by path
+from unicode_math import to_latex  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 README_MARKER = "<!-- README.md -->"
@@ -92,10 +97,13 @@ def code(text: str) -> str:
 
 
 def gradient_lines(rule: Rule) -> str:
+    """Each gradient's formula typeset inline (docs/unicode_math.py), or as code where the
+    converter cannot take it; its input's name as text."""
     lines = []
     for grad in rule.grads:
         name, _, formula = grad.partition(": ")
-        lines.append(f"**{cell(name)}**: {code(formula)}")
+        latex = to_latex(formula, display=False)
+        lines.append(f"**{cell(name)}**: " + (f"${latex}$" if latex else code(formula)))
     return "<br>".join(lines)
 
 
