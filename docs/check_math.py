@@ -3,7 +3,7 @@
     python docs/check_math.py            counts, the formulas KaTeX refuses, the fallbacks
     python docs/check_math.py -v         ... and every formula with its LaTeX
 
-The formulas: each derivation's display math (docs/plain_text_docstrings.py) from the
+The formulas: each derivation's display math (docs/derivation_layout.py) from the
 docstrings of trainer.functional's family modules and of every rule's Function, and each
 gradient line of the rules table (docs/build_pages.py). KaTeX runs in node, with
 throwOnError and strict mode on; without node only the conversion is reported.
@@ -23,7 +23,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS))
 
-from plain_text_docstrings import derivation, is_preformatted  # noqa: E402
+from derivation_layout import derivation, is_preformatted  # noqa: E402
 from unicode_math import to_latex  # noqa: E402
 
 from trainer.rules import RULES  # noqa: E402

@@ -31,7 +31,7 @@ from trainer.rules import RULES  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "docs"))
 import check_math  # noqa: E402
-from plain_text_docstrings import derivation, is_preformatted  # noqa: E402
+from derivation_layout import derivation, is_preformatted  # noqa: E402
 from unicode_math import to_latex  # noqa: E402
 
 FAMILIES = sorted({rule.family for rule in RULES})
