@@ -20,6 +20,7 @@ run models benchmarks.models --breakdown --noise-floor
 run linear_limit benchmarks.linear_limit
 run conv_weight_grad benchmarks.conv_weight_grad
 run fused_ce benchmarks.fused_ce
+run gpt_shakespeare benchmarks.gpt_shakespeare --steps 200
 run lightning_tax_defaults benchmarks.lightning_tax
 # the Fashion-MNIST CNN's 15 epochs of 469 steps would take half an hour: 4 epochs of 100
 run lightning_tax_fashion_cnn benchmarks.lightning_tax --epochs 4 experiment=fashion_cnn \

@@ -158,3 +158,25 @@ def test_explicit_mode_prints_the_call_and_model_step_ratios(capsys):
     rows = [line for line in out.splitlines() if line.startswith("| 100 x gelu")
             or line.startswith("| resnet")]
     assert len(rows) == 2 and all("[" in row for row in rows)
+
+
+def test_gpt_shakespeare_smoke_prints_the_step_ratio_saved_bytes_and_both_val_losses(capsys):
+    from benchmarks import gpt_shakespeare
+
+    out = run(capsys, gpt_shakespeare, ["--smoke", "--threads", "1"])
+    assert "| ours (rules, fused loss)" in out and "| native (to_torch, cross_entropy)" in out
+    assert "step time ours / native = " in out and "saved bytes ours / native = " in out
+    losses = [float(line.split("|")[-2]) for line in out.splitlines()
+              if line.startswith(("| ours", "| native"))]
+    assert len(losses) == 2 and abs(losses[0] - losses[1]) < 1e-3  # same weights and batches
+
+
+@pytest.mark.slow
+def test_gpt_shakespeare_cli_times_both_runs(capsys):
+    from benchmarks import gpt_shakespeare
+
+    out = run(capsys, gpt_shakespeare, ["--cli", "--steps", "4", "--threads", "1",
+                                        "data.train_batches=2", "data.eval_batches=1",
+                                        "sample.max_new_tokens=0"])
+    assert "ours / native tokens/s = " in out and "val loss at step 4: native" in out
+
