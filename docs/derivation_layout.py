@@ -65,6 +65,9 @@ def is_prose(line: str) -> bool:
     after = tokens[1:3]
     if kind == "string":
         return len(after) == 2 and after[0][0] == "space" and after[1][0] == "word"
+    if kind == "word" and after[:1] == [("symbol", "=")] and len(tokens) > 3 and (
+            tokens[2][0] in ("word", "number", "string")):  # "ignore_index=None says ..."
+        return is_prose("".join(text for _, text in tokens[3:]))
     if kind == "word" and re.fullmatch(r"[A-Z][a-z]+|[A-Z]{3,}\w*", text):
         return True  # "Outputs: ...", "LSTM over ..."
     if kind != "word" or after and after[0][0] == "symbol" and after[0][1] in (":", "=", "("):
@@ -179,7 +182,7 @@ def display(formulas: list[list[list[tuple[int, str]]]]) -> str:
     if len(rows) == 1:
         return " ".join(cells[:2]).replace(HPHANTOM_RELATION, "").strip() + "".join(
             rf" \qquad {cell}" for cell in cells[2:] if cell)
-    return r"\begin{aligned} " + r" \\ ".join(lines) + r" \end{aligned}"
+    return r"\begin{aligned} " + r" \\[2pt] ".join(lines) + r" \end{aligned}"
 
 
 def derivation(paragraph: list[str], first_of_class: bool) -> list[tuple[str, str, str]]:
@@ -220,7 +223,7 @@ def derivation(paragraph: list[str], first_of_class: bool) -> list[tuple[str, st
     blocks: list[tuple[str, Any]] = []  # prose lines, and formulas: [line, continuations]
     for line, kind in zip(lines, kinds):
         if kind == "prose":
-            blocks.append(("prose", line))
+            blocks.append(("prose", line.strip()))
         elif (blocks and blocks[-1][0] == "formula" and indent(line) > indent(blocks[-1][1][0])
               and (split_relation(line.strip()) is None
                    or not is_paired("\n".join(blocks[-1][1])))):
@@ -234,8 +237,8 @@ def derivation(paragraph: list[str], first_of_class: bool) -> list[tuple[str, st
             kind, value, source = ("math", [rows], value) if rows else ("pre", value, value)
         else:
             value, source = [value], [value]
-        if out and out[-1][0] == kind:
-            out[-1] = (kind, out[-1][1] + value, out[-1][2] + source)
+        if out and out[-1][0] == kind and not (kind == "prose" and out[-1][1][-1].endswith(":")):
+            out[-1] = (kind, out[-1][1] + value, out[-1][2] + source)  # one paragraph
         else:
             out.append((kind, value, source))
     if not any(kind == "math" for kind, _, _ in out):

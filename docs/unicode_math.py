@@ -136,7 +136,8 @@ class Converter:
 
     def pieces(self) -> list[tuple[str, str]]:
         out = self.raw_pieces()
-        words = [j for j, piece in enumerate(out) if piece[0] != "s"]
+        words = [j for j, piece in enumerate(out) if piece[0] != "s"
+                 and piece[1] not in (",", ";", r"\colon")]
         for k, j in enumerate(words):  # "at a NaN x", "a scatter of": the article
             before = out[words[k - 1]][0] if k else "t"
             after = out[words[k + 1]][0] if k + 1 < len(words) else None
@@ -155,7 +156,7 @@ class Converter:
             elif kind == "number":
                 out.append(("m", self.number(text)))
             elif kind == "string":
-                out.append(("t", text))
+                out.append(("t", f"`{text[1:-1]}'"))  # typeset as ‘none’
             elif kind == "code":
                 out.append(("c", text))
             elif kind == "possessive":
@@ -208,7 +209,8 @@ class Converter:
             self.i += 1
             den += f"[{self.group(']')}]"
         num_tex = rf"\partial {num}".strip()
-        out.append(("m", rf"\frac{{{num_tex}}}{{\partial {den}}}" if self.display
+        first = all(kind != "m" or tex in (",", r"\colon") for kind, tex in out)  # a left side
+        out.append(("m", rf"\frac{{{num_tex}}}{{\partial {den}}}" if self.display and first
                     else rf"{num_tex}/\partial {den}"))
         return True
 
