@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import trainer.functional as F
 from trainer import testing
-from trainer.functional import attention
+from trainer.functional import _batch_chunks
 
 sdpa, torch_sdpa = F.scaled_dot_product_attention, torch_F.scaled_dot_product_attention
 
@@ -29,7 +29,7 @@ def _one_thread():
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Make every call walk the batch in several parts, as large inputs do."""
-    monkeypatch.setattr(attention, "_CHUNK_SCORES", 4)
+    monkeypatch.setattr(_batch_chunks, "CHUNK_SCORES", 4)
 
 
 def qkv(shape_q, shape_k, shape_v, dtype=torch.float64):
@@ -164,14 +164,14 @@ def test_chunked_batch_matches_torch(small_chunks):
 )
 def test_random_shapes_match_torch(batch, L, S, E, Ev, causal, chunk):
     torch.manual_seed(len(batch) + L * 7 + S * 11)
-    attention._CHUNK_SCORES = chunk
+    _batch_chunks.CHUNK_SCORES = chunk
     try:
         q, k, v = qkv((*batch, L, E), (*batch, S, E), (*batch, S, Ev))
         kwargs = {"is_causal": causal}
         testing.assert_matches_reference(with_kwargs(sdpa, **kwargs),
                                          with_kwargs(torch_sdpa, **kwargs), q, k, v)
     finally:
-        attention._CHUNK_SCORES = 1 << 18
+        _batch_chunks.CHUNK_SCORES = 1 << 18
 
 
 def drop_reference(q, k, v, p, seed):

@@ -8,12 +8,10 @@ import math
 import torch
 from torch import Tensor
 
+from ._batch_chunks import Plan
 from ._util import LOW_PRECISION, Function, fail, records_graph, shape_str, sum_to_shape
 
 _OP = "scaled_dot_product_attention"
-# Scores per chunk of the batch: ~1 MiB of float32, so that the (L, S) temporaries of a chunk
-# stay in cache and are recycled by the allocator instead of being faulted in afresh.
-_CHUNK_SCORES = 1 << 18
 
 
 class ScaledDotProductAttention(Function):
@@ -69,7 +67,7 @@ class ScaledDotProductAttention(Function):
             drop_keep = None
             if dropout_p > 0:
                 drop_keep = _dropout_keep(q, k, dropout_p)
-            plan = _Plan(q.shape, k.shape, v.shape)
+            plan = Plan(q.shape, k.shape, v.shape)
             outputs = []
             for part in plan:
                 probs = _probs(part(q) * scale, part(k), part(bias), causal)
@@ -122,7 +120,7 @@ class ScaledDotProductAttention(Function):
             factor = _row_factor(row_keep, ctx.dropout_p)
             if factor is not None:
                 g = g * factor  # the 1/(1-p) and dead-row factors scale rows of O
-            plan = _Plan(q.shape, k.shape, ctx.value_shape)
+            plan = Plan(q.shape, k.shape, ctx.value_shape)
             parts_q, parts_k, parts_v, parts_mask = [], [], [], []
             for part in plan:
                 q_scaled = part(q) * ctx.scale
@@ -159,74 +157,6 @@ class ScaledDotProductAttention(Function):
             if need_mask:
                 grad_mask = plan.join(parts_mask, mask.shape)
         return grad_q, grad_k, grad_v, grad_mask, None, None, None, None, None
-
-
-class _Plan:
-    """Chunks of the broadcast batch: one batch dim cut into ranges of about _CHUNK_SCORES
-    scores.  Iterating gives one _Part per range (a single whole part when all fits)."""
-
-    def __init__(self, q_shape, k_shape, v_shape):
-        self.batch = tuple(torch.broadcast_shapes(q_shape[:-2], k_shape[:-2], v_shape[:-2]))
-        per_item = q_shape[-2] * k_shape[-2]
-        self.dim, self.ranges = None, [(0, 0)]
-        if per_item * math.prod(self.batch) <= 4 * _CHUNK_SCORES:
-            return  # a few MiB of scores: one part, no per-part overhead
-        for d, size in enumerate(self.batch):
-            inner = per_item * math.prod(self.batch[d + 1 :])
-            # Cutting the first dim that is not 1 gives contiguous parts; an inner dim is cut
-            # only when the parts would otherwise be far over budget (its parts are copies).
-            if size == 1 and d < len(self.batch) - 1:
-                continue
-            if inner <= 8 * _CHUNK_SCORES or d == len(self.batch) - 1:
-                step = max(1, _CHUNK_SCORES // inner)
-                self.dim = d
-                self.ranges = [(a, min(a + step, size)) for a in range(0, size, step)]
-                return
-
-    def __iter__(self):
-        return (_Part(self, start, stop) for start, stop in self.ranges)
-
-    def local_dim(self, shape) -> int | None:
-        """The dim of a (*, X, Y) tensor of ``shape`` that the plan cuts, None if not cut."""
-        if self.dim is None or len(self.ranges) == 1:
-            return None
-        local = self.dim - (len(self.batch) - max(len(shape) - 2, 0))
-        return local if local >= 0 and shape[local] != 1 else None
-
-    def cat(self, parts: list[Tensor], batch_ndim: int) -> Tensor:
-        """Put the outputs of the parts (full batch, batch_ndim dims) back together."""
-        if len(parts) == 1:
-            return parts[0]
-        return torch.cat(parts, dim=self.dim - (len(self.batch) - batch_ndim))
-
-    def join(self, parts: list[Tensor], shape) -> Tensor:
-        """Gradient of a tensor of ``shape`` from its parts' gradients: the parts of a cut
-        tensor are concatenated, those of a tensor every part saw whole are summed."""
-        local = self.local_dim(shape)
-        if local is not None:
-            return torch.cat(parts, dim=local)
-        total = parts[0]
-        for p in parts[1:]:
-            total = total + p
-        return total
-
-
-class _Part:
-    def __init__(self, plan: _Plan, start: int, stop: int):
-        self.plan, self.start, self.stop = plan, start, stop
-
-    def __call__(self, t: Tensor | None) -> Tensor | None:
-        if t is None:
-            return None
-        local = self.plan.local_dim(t.shape)
-        return t if local is None else t.narrow(local, self.start, self.stop - self.start)
-
-    def shape(self, shape) -> tuple[int, ...]:
-        shape = tuple(shape)
-        local = self.plan.local_dim(shape)
-        if local is None:
-            return shape
-        return shape[:local] + (self.stop - self.start,) + shape[local + 1 :]
 
 
 def _repeated_shape(shape, repeats: int) -> tuple[int, ...]:
