@@ -185,6 +185,7 @@ def main(argv=None) -> None:
 
         # the recipe's own optimizer, schedule and stepping interval (they read hparams, trainer)
         configure_optimizers = recipe.Recipe.configure_optimizers
+        parameter_groups = recipe.Recipe.parameter_groups
         optimizer_steps = recipe.Recipe.optimizer_steps
         _scheduler_interval = recipe.Recipe._scheduler_interval
 
