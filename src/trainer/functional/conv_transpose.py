@@ -9,7 +9,6 @@ g as its input (its first-order CPU shortcuts too, one named call away).
 
 from __future__ import annotations
 
-import torch.nn.functional as torch_F
 from torch import Tensor
 
 from ._util import (
@@ -22,6 +21,7 @@ from ._util import (
     to_dtype,
 )
 from .conv import _CONV, _CONV_TRANSPOSE, _Params, _weight_grad
+from .conv import _setup_context as conv_setup_context
 
 __all__ = ["conv_transpose1d", "conv_transpose2d"]
 
@@ -34,13 +34,9 @@ def _forward(input: Tensor, weight: Tensor, bias: Tensor | None, p: _Params,
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    input, weight, bias, params, _ = inputs
-    need_x, need_w = ctx.needs_input_grad[:2]
-    ctx.save_for_backward(input if need_w else None, weight if need_x else None)
-    ctx.params = params
-    ctx.input_shape = input.shape
-    ctx.weight_shape = weight.shape
-    ctx.has_bias = bias is not None
+    """What convolution keeps, for the same reasons: x for ∂W, W for ∂x, each only when the
+    other side needs a gradient (output_padding, the fifth input, only shapes the output)."""
+    conv_setup_context(ctx, inputs[:4], output)
 
 
 def _backward(ctx, g: Tensor):
