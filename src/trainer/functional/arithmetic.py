@@ -23,6 +23,15 @@ from ._operands import (
 __all__ = ["add", "div", "mul", "neg", "pow", "sub"]
 
 
+
+def _keep_shapes_and_alpha(ctx, inputs, output) -> None:
+    """Add's and Sub's: only the operands' shapes and dtypes (their gradients are g, scaled),
+    and α."""
+    input, other, ctx.alpha = inputs
+    ctx.a = _like(input, ctx.needs_input_grad[0])
+    ctx.b = _like(other, ctx.needs_input_grad[1])
+
+
 class Add(Function):
     r"""y = a + α·b        (a: input, b: other; either may be a Python number; α a number)
 
@@ -40,12 +49,7 @@ class Add(Function):
     def forward(input: Operand, other: Operand, alpha: Operand) -> Tensor:
         return torch.add(input, other, alpha=alpha)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, other, alpha = inputs
-        ctx.a = _like(input, ctx.needs_input_grad[0])
-        ctx.b = _like(other, ctx.needs_input_grad[1])
-        ctx.alpha = alpha
+    setup_context = staticmethod(_keep_shapes_and_alpha)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -71,12 +75,7 @@ class Sub(Function):
     def forward(input: Operand, other: Operand, alpha: Operand) -> Tensor:
         return torch.sub(input, other, alpha=alpha)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, other, alpha = inputs
-        ctx.a = _like(input, ctx.needs_input_grad[0])
-        ctx.b = _like(other, ctx.needs_input_grad[1])
-        ctx.alpha = alpha
+    setup_context = staticmethod(_keep_shapes_and_alpha)
 
     @staticmethod
     def backward(ctx, g: Tensor):

@@ -39,6 +39,13 @@ def _count(shape: Sequence[int], dims: Dims) -> int:
     return math.prod([shape[d] for d in dims]) if len(shape) else 1  # 0-d: one element
 
 
+def _keep_input_and_output(ctx, inputs, output) -> None:
+    """Keep x and y (logsumexp's and the norm's gradients read both), when x needs one."""
+    input, ctx.dims, ctx.keepdim = inputs
+    wanted = ctx.needs_input_grad[0]
+    ctx.save_for_backward(input if wanted else None, output if wanted else None)
+
+
 # -- sum and mean -------------------------------------------------------------------------------
 
 
@@ -185,11 +192,7 @@ class LogSumExp(Function):
     def forward(input: Tensor, dims: Dims, keepdim: bool) -> Tensor:
         return torch.logsumexp(input, dims, keepdim)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, ctx.dims, ctx.keepdim = inputs
-        wanted = ctx.needs_input_grad[0]
-        ctx.save_for_backward(input if wanted else None, output if wanted else None)
+    setup_context = staticmethod(_keep_input_and_output)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -215,11 +218,7 @@ class Norm(Function):
     def forward(input: Tensor, dims: Dims, keepdim: bool) -> Tensor:
         return torch.linalg.vector_norm(input, 2, dims, keepdim)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        input, ctx.dims, ctx.keepdim = inputs
-        wanted = ctx.needs_input_grad[0]
-        ctx.save_for_backward(input if wanted else None, output if wanted else None)
+    setup_context = staticmethod(_keep_input_and_output)
 
     @staticmethod
     def backward(ctx, g: Tensor):

@@ -11,6 +11,19 @@ from ._util import Function, to_dtype
 __all__ = ["abs", "cos", "exp", "log", "reciprocal", "rsqrt", "sin", "sqrt"]
 
 
+
+def _keep_output(ctx, inputs, output) -> None:
+    """Keep y, where the derivative is a function of y alone; only when x needs a gradient."""
+    ctx.dtype = inputs[0].dtype
+    ctx.save_for_backward(output if ctx.needs_input_grad[0] else None)
+
+
+def _keep_input(ctx, inputs, output) -> None:
+    """Keep x, where y does not give the derivative back; only when x needs a gradient."""
+    ctx.dtype = inputs[0].dtype
+    ctx.save_for_backward(inputs[0] if ctx.needs_input_grad[0] else None)
+
+
 class Reciprocal(Function):
     r"""y = 1/x
 
@@ -26,10 +39,7 @@ class Reciprocal(Function):
     def forward(input: Tensor) -> Tensor:
         return torch.reciprocal(input)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.dtype = inputs[0].dtype
-        ctx.save_for_backward(output if ctx.needs_input_grad[0] else None)
+    setup_context = staticmethod(_keep_output)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -52,10 +62,7 @@ class Exp(Function):
     def forward(input: Tensor) -> Tensor:
         return torch.exp(input)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.dtype = inputs[0].dtype
-        ctx.save_for_backward(output if ctx.needs_input_grad[0] else None)
+    setup_context = staticmethod(_keep_output)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -78,10 +85,7 @@ class Log(Function):
     def forward(input: Tensor) -> Tensor:
         return torch.log(input)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.dtype = inputs[0].dtype
-        ctx.save_for_backward(inputs[0] if ctx.needs_input_grad[0] else None)
+    setup_context = staticmethod(_keep_input)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -104,10 +108,7 @@ class Sqrt(Function):
     def forward(input: Tensor) -> Tensor:
         return torch.sqrt(input)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.dtype = inputs[0].dtype
-        ctx.save_for_backward(output if ctx.needs_input_grad[0] else None)
+    setup_context = staticmethod(_keep_output)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -130,10 +131,7 @@ class Rsqrt(Function):
     def forward(input: Tensor) -> Tensor:
         return torch.rsqrt(input)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.dtype = inputs[0].dtype
-        ctx.save_for_backward(output if ctx.needs_input_grad[0] else None)
+    setup_context = staticmethod(_keep_output)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -189,10 +187,7 @@ class Sin(Function):
     def forward(input: Tensor) -> Tensor:
         return torch.sin(input)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.dtype = inputs[0].dtype
-        ctx.save_for_backward(inputs[0] if ctx.needs_input_grad[0] else None)
+    setup_context = staticmethod(_keep_input)
 
     @staticmethod
     def backward(ctx, g: Tensor):
@@ -215,10 +210,7 @@ class Cos(Function):
     def forward(input: Tensor) -> Tensor:
         return torch.cos(input)
 
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.dtype = inputs[0].dtype
-        ctx.save_for_backward(inputs[0] if ctx.needs_input_grad[0] else None)
+    setup_context = staticmethod(_keep_input)
 
     @staticmethod
     def backward(ctx, g: Tensor):
