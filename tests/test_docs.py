@@ -173,7 +173,8 @@ def test_inline_fraction():
     assert to_latex("∂L/∂x = g W", display=False) == r"\partial L/\partial x = g W"
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs node (not installed here) to run the vendored KaTeX")
+@pytest.mark.skipif(shutil.which("node") is None,
+                    reason="needs node (not installed here) to run the vendored KaTeX")
 def test_every_formula_parses_with_katex():
     found = check_math.formulas()
     typeset = [formula for formula in found if formula.latex is not None]
